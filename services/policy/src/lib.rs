@@ -1,0 +1,29 @@
+//! The BOIFI policy model, shared by policy-api, sse-broadcaster and the Wasm plugin.
+//!
+//! - [`types`]: the wire format (serde), as users write it and the API returns it.
+//! - [`parse_policy`]: strict JSON parsing: unknown fields and wrong types are reported with
+//!   their field paths, all at once.
+//! - [`compile`]: validation of every rule in the design brief (all problems, each with its
+//!   field path), producing a [`CompiledPolicy`] with regexes built once.
+//! - Matching: [`Selector::matches`] a [`Workload`], [`CompiledRule::matches`] a [`RequestView`],
+//!   unbiased percentage sampling and expiry checks.
+//! - [`status`]: the read-only `status` the server stamps on write and refreshes on read.
+//!
+//! No I/O, no clock, no randomness: time and random numbers are passed in, so the crate builds
+//! for `wasm32-unknown-unknown` and its tests are deterministic.
+
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod limits;
+mod matching;
+mod parse;
+pub mod status;
+pub mod types;
+mod validate;
+
+pub use error::{FieldError, ValidationErrors};
+pub use matching::{CompiledFault, CompiledPolicy, CompiledRule, RequestView, Workload};
+pub use parse::parse_policy;
+pub use types::*;
+pub use validate::compile;

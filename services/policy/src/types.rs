@@ -1,0 +1,174 @@
+//! Wire types of a policy, as users write them (JSON, or YAML converted to JSON).
+//!
+//! Field names follow the existing BOIFI format so existing policies load: `httpStatus` (alias
+//! `http_status`), `fixed_delay_ms`, `start_delay_ms`, `duration_seconds`. These structs accept
+//! anything that is well-typed; `crate::validate` turns them into checked, compiled policies.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A fault-injection policy: which workloads (`spec.selector`) and which of their requests
+/// (`spec.rules[].match`) get which fault (`spec.rules[].fault`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Policy {
+    pub metadata: Metadata,
+    pub spec: PolicySpec,
+    /// Read-only, filled in by the server. Clients may send it back; it is ignored on input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PolicyStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Metadata {
+    /// DNS label: 1-63 characters, lower-case letters, digits and `-`, starting and ending
+    /// with a letter or digit.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicySpec {
+    #[serde(default)]
+    pub selector: Selector,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// Which workloads a policy applies to. Omitted, empty or `"*"` fields match any workload.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Selector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Workload name (`WORKLOAD_NAME` in Envoy node metadata) or its `app` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Every label given must be present on the workload with this value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Rule {
+    /// Every condition given must hold. Omitted: every request matches.
+    #[serde(default, rename = "match")]
+    pub matches: RequestMatch,
+    pub fault: Fault,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RequestMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<StringMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// Exactly one of `exact`, `prefix`, `regex` must be given.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StringMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// RE2-style syntax (Rust `regex`), anchored at both ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// A header condition: the header `name` (compared lower-case) with one string matcher.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HeaderMatch {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Fault {
+    /// Share of matching requests that get the fault, 0-100 (fractions allowed). Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+    /// Wait this long after the request arrives before the fault acts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub start_delay_ms: u64,
+    /// The rule stops acting this long after the policy was written. 0: until deleted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub duration_seconds: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<DelayFault>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<AbortFault>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DelayFault {
+    pub fixed_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AbortFault {
+    /// 200-599.
+    #[serde(rename = "httpStatus", alias = "http_status")]
+    pub http_status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Read-only fields the server adds. Times are Unix milliseconds (what the plugin compares
+/// against its clock) with an RFC 3339 copy for people.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicyStatus {
+    /// Store revision of the last write of this policy (use it in `If-Match`).
+    #[serde(default)]
+    pub revision: u64,
+    #[serde(default)]
+    pub created_at_ms: u64,
+    #[serde(default)]
+    pub updated_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// One entry per rule, in rule order.
+    #[serde(default)]
+    pub rules: Vec<RuleStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RuleStatus {
+    /// When the rule stops acting (Unix ms); absent when it runs until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// True once `expires_at_ms` has passed (computed when the policy is read).
+    #[serde(default)]
+    pub expired: bool,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}

@@ -1,0 +1,99 @@
+//! The storage contract every backend implements.
+
+use async_trait::async_trait;
+use boifi_policy::Policy;
+use futures::stream::BoxStream;
+
+use crate::StoreError;
+
+/// A store revision. Revisions only grow; every change gets a new, larger one.
+pub type Revision = u64;
+
+/// A policy as stored, with the revision of its last write (`mod_revision` in etcd terms).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPolicy {
+    pub policy: Policy,
+    pub revision: Revision,
+}
+
+/// Everything in the store at one revision.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    pub revision: Revision,
+    pub halted: bool,
+    /// Sorted by name.
+    pub policies: Vec<StoredPolicy>,
+}
+
+/// Condition for a write (optimistic concurrency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precondition {
+    /// Write whatever is there.
+    #[default]
+    None,
+    /// Only if the name does not exist yet.
+    Absent,
+    /// Only if the current policy was last written at this revision.
+    Revision(Revision),
+}
+
+/// Result of a successful `put`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub revision: Revision,
+    /// True when the name did not exist before.
+    pub created: bool,
+}
+
+/// One change, in revision order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchEvent {
+    pub revision: Revision,
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Put(StoredPolicy),
+    Delete { name: String },
+    Halt { halted: bool },
+}
+
+/// Stream of changes; it ends with `Err` when the watch is lost (the caller resumes from the
+/// last revision it saw) or `Err(StoreError::Compacted)` when that revision is gone.
+pub type WatchStream = BoxStream<'static, Result<WatchEvent, StoreError>>;
+
+#[async_trait]
+pub trait PolicyStore: Send + Sync + 'static {
+    /// Short name for logs and metrics: `etcd` or `embedded`.
+    fn kind(&self) -> &'static str;
+
+    /// Succeeds when the backend answers (used by `/v1/ready`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn get(&self, name: &str) -> Result<Option<StoredPolicy>, StoreError>;
+
+    /// All policies and the halt flag at one consistent revision.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Create or replace `policy` (keyed by `policy.metadata.name`), if `precondition` holds
+    /// (else `StoreError::Conflict`).
+    async fn put(
+        &self,
+        policy: &Policy,
+        precondition: Precondition,
+    ) -> Result<PutOutcome, StoreError>;
+
+    /// Delete by name. `Ok(None)` when absent; otherwise the revision of the delete.
+    async fn delete(
+        &self,
+        name: &str,
+        precondition: Precondition,
+    ) -> Result<Option<Revision>, StoreError>;
+
+    /// Set the global kill switch. Returns the revision of the change.
+    async fn set_halted(&self, halted: bool) -> Result<Revision, StoreError>;
+
+    /// Changes with revision strictly greater than `after`, in order, then live changes.
+    async fn watch(&self, after: Revision) -> Result<WatchStream, StoreError>;
+}
