@@ -5,8 +5,12 @@
 //!   their field paths, all at once.
 //! - [`compile`]: validation of every rule in the design brief (all problems, each with its
 //!   field path), producing a [`CompiledPolicy`] with regexes built once.
-//! - Matching: [`Selector::matches`] a [`Workload`], [`CompiledRule::matches`] a [`RequestView`],
-//!   unbiased percentage sampling and expiry checks.
+//! - Matching: [`Selector::matches`] a [`Workload`] ([`Selector::may_match`] for stream
+//!   filters), [`CompiledRule::matches`] a [`RequestView`], expiry
+//!   ([`CompiledRule::is_active`]) and unbiased sampling ([`CompiledFault::sample`]: once per
+//!   request and rule, by the caller). Regexes use `regex-lite` syntax, ASCII classes as in RE2,
+//!   anchored to the whole value.
+//! - [`limits`]: every bound [`compile`] and [`parse_policy`] enforce.
 //! - [`status`]: the read-only `status` the server stamps on write and refreshes on read.
 //!
 //! No I/O, no clock, no randomness: time and random numbers are passed in, so the crate builds
@@ -23,7 +27,9 @@ pub mod types;
 mod validate;
 
 pub use error::{FieldError, ValidationErrors};
-pub use matching::{CompiledFault, CompiledPolicy, CompiledRule, RequestView, Workload};
+pub use matching::{
+    CompiledAbort, CompiledFault, CompiledPolicy, CompiledRule, RequestView, Workload,
+};
 pub use parse::parse_policy;
 pub use types::*;
 pub use validate::compile;

@@ -19,3 +19,11 @@ pub const MAX_ABORT_HEADERS: usize = 16;
 pub const MAX_SELECTOR_LABELS: usize = 16;
 /// Any other string value (exact/prefix matchers, label and header values), in bytes.
 pub const MAX_STRING_LEN: usize = 1024;
+/// Nesting depth of one regex (groups, repetitions), before BOIFI's own anchoring group.
+pub const MAX_REGEX_NEST: u32 = 32;
+/// `duration_seconds`: at most 30 days.
+pub const MAX_DURATION_SECONDS: u64 = 30 * 24 * 3600;
+/// One policy document, in bytes (the API's request body limit).
+pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+/// Unknown fields listed by [`crate::parse_policy`]; the rest are counted in one more error.
+pub const MAX_REPORTED_UNKNOWN_FIELDS: usize = 64;

@@ -104,6 +104,7 @@ pub struct HeaderMatch {
 pub struct Fault {
     /// Share of matching requests that get the fault, 0-100 (fractions allowed). Default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100, default = 100))]
     pub percentage: Option<f64>,
     /// Wait this long after the request arrives before the fault acts.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -128,6 +129,7 @@ pub struct DelayFault {
 pub struct AbortFault {
     /// 200-599.
     #[serde(rename = "httpStatus", alias = "http_status")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 200, maximum = 599))]
     pub http_status: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
