@@ -52,6 +52,8 @@ pub struct WatchEvent {
     pub change: Change,
 }
 
+// Events are few and short-lived; boxing the policy would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Put(StoredPolicy),

@@ -10,7 +10,9 @@ pub enum StoreError {
     /// A watch asked for changes that were compacted away; reload a snapshot.
     #[error("revision {requested} is compacted (oldest available: {oldest})")]
     Compacted {
+        /// The `after` revision asked for (or the last one a broken stream delivered).
         requested: Revision,
+        /// The smallest `after` a watch can still start from.
         oldest: Revision,
     },
 
