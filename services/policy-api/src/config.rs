@@ -1,0 +1,163 @@
+//! Configuration from `BOIFI_*` variables, parsed from any list of key/value pairs so tests
+//! never touch the process environment.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `BOIFI_LISTEN_ADDR` | `127.0.0.1:8080` | `host:port` to listen on (the Helm chart sets `0.0.0.0:8080`) |
+//! | `BOIFI_ETCD_ENDPOINTS` | unset | comma list of etcd URLs; unset or empty: the embedded store |
+//! | `BOIFI_ETCD_PREFIX` | `/boifi/` | key prefix in etcd (made to start and end with `/`) |
+//! | `BOIFI_DATA_DIR` | `./boifi-data` | directory of the embedded store |
+//! | `BOIFI_TOKENS_FILE` | unset | API tokens, one `<name> <role> <token>` per line |
+//! | `BOIFI_AUTH_DISABLED` | `false` | `true` serves without tokens (local use only) |
+//!
+//! An empty value counts as unset.
+
+use std::path::PathBuf;
+
+use boifi_store::{normalize_prefix, StoreSettings};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./boifi-data";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `host:port`, resolved when binding.
+    pub listen_addr: String,
+    pub store: StoreSettings,
+    pub auth: AuthConfig,
+}
+
+/// Where API tokens come from. There is no third option: the service never starts open by
+/// accident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthConfig {
+    TokensFile(PathBuf),
+    /// `BOIFI_AUTH_DISABLED=true`: every request acts as a writer.
+    Disabled,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error(
+        "no API tokens: set BOIFI_TOKENS_FILE, or BOIFI_AUTH_DISABLED=true to serve without \
+         authentication (local use only)"
+    )]
+    NoTokens,
+    #[error("BOIFI_TOKENS_FILE and BOIFI_AUTH_DISABLED=true are both set; choose one")]
+    AuthAmbiguous,
+    #[error("environment: {0}")]
+    Env(String),
+}
+
+/// The variables as strings; each is checked by hand so an error names the full variable.
+#[derive(Deserialize)]
+struct RawConfig {
+    listen_addr: Option<String>,
+    etcd_endpoints: Option<String>,
+    etcd_prefix: Option<String>,
+    data_dir: Option<String>,
+    tokens_file: Option<String>,
+    auth_disabled: Option<String>,
+}
+
+impl Config {
+    /// Parse from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // Variables that are not UTF-8 are dropped here; none of ours can be such a value.
+        Self::from_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    /// Parse from key/value pairs (keys with the `BOIFI_` prefix; others are ignored).
+    pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let raw: RawConfig = envy::prefixed("BOIFI_")
+            .from_iter(vars)
+            .map_err(|e| ConfigError::Env(e.to_string()))?;
+        let set = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+
+        let listen_addr = set(raw.listen_addr).unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
+        check_host_port(&listen_addr).map_err(|reason| ConfigError::Invalid {
+            var: "BOIFI_LISTEN_ADDR",
+            reason,
+        })?;
+
+        let etcd_endpoints = parse_endpoints(set(raw.etcd_endpoints).as_deref())?;
+        let etcd_prefix = normalize_prefix(set(raw.etcd_prefix).as_deref().unwrap_or(""));
+        if etcd_prefix.chars().any(char::is_whitespace) {
+            return Err(ConfigError::Invalid {
+                var: "BOIFI_ETCD_PREFIX",
+                reason: "must not contain whitespace".to_owned(),
+            });
+        }
+        let data_dir = PathBuf::from(set(raw.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+
+        let auth_disabled = match set(raw.auth_disabled).as_deref().map(str::trim) {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(v) => {
+                return Err(ConfigError::Invalid {
+                    var: "BOIFI_AUTH_DISABLED",
+                    reason: format!("expected `true` or `false`, found `{}`", v.escape_default()),
+                })
+            }
+        };
+        let auth = match (set(raw.tokens_file), auth_disabled) {
+            (Some(_), true) => return Err(ConfigError::AuthAmbiguous),
+            (Some(path), false) => AuthConfig::TokensFile(PathBuf::from(path)),
+            (None, true) => AuthConfig::Disabled,
+            (None, false) => return Err(ConfigError::NoTokens),
+        };
+
+        Ok(Config {
+            listen_addr,
+            store: StoreSettings {
+                etcd_endpoints,
+                etcd_prefix,
+                data_dir,
+            },
+            auth,
+        })
+    }
+}
+
+/// `host:port` with a numeric port; the host is resolved later, when binding.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let expected = || format!("expected host:port, found `{}`", addr.escape_default());
+    let (host, port) = addr.rsplit_once(':').ok_or_else(expected)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(expected());
+    }
+    Ok(())
+}
+
+fn parse_endpoints(list: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            if e.chars().any(char::is_whitespace) {
+                Err(ConfigError::Invalid {
+                    var: "BOIFI_ETCD_ENDPOINTS",
+                    reason: format!("endpoint `{}` contains whitespace", e.escape_default()),
+                })
+            } else {
+                Ok(e.to_owned())
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,5 @@
+//! One file per route group, each with its handlers and its request/response types.
+
+pub mod halt;
+pub mod health;
+pub mod policies;

@@ -1,0 +1,361 @@
+//! `/v1/policies`: list, get, create or replace, delete.
+//!
+//! Writes read the body as bytes so [`parse_policy`] can name unknown fields and type errors
+//! by path; then [`compile`] checks every rule. The server stamps `status` (times, expiry);
+//! reads fill in the store revision and mark expired rules.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::web::{self, Bytes};
+use actix_web::{dev::Payload, error::PayloadError, FromRequest, HttpRequest, HttpResponse};
+use boifi_policy::{compile, parse_policy, status, Policy, ValidationErrors};
+use boifi_store::{Precondition, Revision, StoreError, StoredPolicy};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::{Reader, Writer};
+use crate::error::{payload_error, ErrorBody};
+use crate::{ApiError, AppState};
+
+/// Writes without a client precondition are checked against what we read, so the kept
+/// `created_at` is that of the policy replaced; when other writers keep getting in between,
+/// the last attempt writes unconditionally (last writer wins, as the client asked).
+const WRITE_ATTEMPTS: usize = 4;
+
+/// `GET /v1/policies`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyList {
+    /// Sorted by name.
+    pub policies: Vec<Policy>,
+}
+
+/// A policy request body, read as bytes up to the `PayloadConfig` limit (1 MiB).
+pub struct PolicyBody(pub Bytes);
+
+impl FromRequest for PolicyBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = Bytes::from_request(req, payload);
+        Box::pin(async move {
+            bytes
+                .await
+                .map(PolicyBody)
+                .map_err(|e| match e.as_error::<PayloadError>() {
+                    Some(payload) => payload_error(payload),
+                    None => ApiError::BadRequest(format!("cannot read the request body: {e}")),
+                })
+        })
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/policies", tag = "policies",
+    responses(
+        (status = 200, description = "All policies, sorted by name", body = PolicyList),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_policies(
+    _: Reader,
+    state: web::Data<AppState>,
+) -> Result<web::Json<PolicyList>, ApiError> {
+    let snapshot = state
+        .metrics
+        .store_result("snapshot", state.store.snapshot().await)?;
+    state.metrics.set_policies(snapshot.policies.len());
+    let now = state.clock.now_ms();
+    let policies = snapshot
+        .policies
+        .into_iter()
+        .map(|p| for_output(p.policy, p.revision, now))
+        .collect();
+    Ok(web::Json(PolicyList { policies }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/policies/{name}", tag = "policies",
+    params(("name" = String, Path, description = "Policy name")),
+    responses(
+        (status = 200, description = "The policy; `ETag` is its revision", body = Policy,
+            headers(("ETag" = String, description = "Quoted store revision"))),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 404, description = "No such policy", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_policy(
+    _: Reader,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let StoredPolicy { policy, revision } = state
+        .metrics
+        .store_result("get", state.store.get(&name).await)?
+        .ok_or_else(|| not_found(&name))?;
+    let policy = for_output(policy, revision, state.clock.now_ms());
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(revision)))
+        .json(policy))
+}
+
+#[utoipa::path(
+    post, path = "/v1/policies", tag = "policies",
+    request_body(content = Policy, description = "The policy; `status` is ignored"),
+    params(
+        ("If-Match" = Option<String>, Header, description = "Write only if the stored revision is this one"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: write only if the name is new"),
+    ),
+    responses(
+        (status = 201, description = "Created", body = Policy),
+        (status = 200, description = "Replaced", body = Policy),
+        (status = 400, description = "Every problem, with field paths", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Token is not a writer", body = ErrorBody),
+        (status = 409, description = "Precondition failed", body = ErrorBody),
+        (status = 413, description = "Body larger than 1 MiB", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_policy(
+    _: Writer,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: PolicyBody,
+) -> Result<HttpResponse, ApiError> {
+    let precondition = precondition(req.headers())?;
+    let policy = validate(&body.0, None)?;
+    write(&state, policy, precondition).await
+}
+
+#[utoipa::path(
+    put, path = "/v1/policies/{name}", tag = "policies",
+    request_body(content = Policy, description = "The policy; `metadata.name` must equal `name`"),
+    params(
+        ("name" = String, Path, description = "Policy name"),
+        ("If-Match" = Option<String>, Header, description = "Write only if the stored revision is this one"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: write only if the name is new"),
+    ),
+    responses(
+        (status = 201, description = "Created", body = Policy),
+        (status = 200, description = "Replaced", body = Policy),
+        (status = 400, description = "Every problem, with field paths", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Token is not a writer", body = ErrorBody),
+        (status = 409, description = "Precondition failed", body = ErrorBody),
+        (status = 413, description = "Body larger than 1 MiB", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn replace_policy(
+    _: Writer,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+    body: PolicyBody,
+) -> Result<HttpResponse, ApiError> {
+    let precondition = precondition(req.headers())?;
+    let policy = validate(&body.0, Some(&name))?;
+    write(&state, policy, precondition).await
+}
+
+#[utoipa::path(
+    delete, path = "/v1/policies/{name}", tag = "policies",
+    params(
+        ("name" = String, Path, description = "Policy name"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the stored revision is this one"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed precondition", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Token is not a writer", body = ErrorBody),
+        (status = 404, description = "No such policy", body = ErrorBody),
+        (status = 409, description = "Precondition failed", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_policy(
+    _: Writer,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let precondition = match precondition(req.headers())? {
+        Some(Precondition::Absent) => {
+            return Err(ApiError::BadRequest(
+                "If-None-Match has no meaning on DELETE".to_owned(),
+            ))
+        }
+        other => other.unwrap_or_default(),
+    };
+    let deleted = state
+        .metrics
+        .store_result("delete", state.store.delete(&name, precondition).await)?;
+    if deleted.is_none() {
+        return Err(not_found(&name));
+    }
+    state.metrics.policy_deleted();
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Stamp and store `policy`, keeping `created_at` of the policy it replaces.
+async fn write(
+    state: &AppState,
+    mut policy: Policy,
+    precondition: Option<Precondition>,
+) -> Result<HttpResponse, ApiError> {
+    let name = policy.metadata.name.clone();
+    let metrics = &state.metrics;
+    for attempt in 1..=WRITE_ATTEMPTS {
+        let existing = metrics.store_result("get", state.store.get(&name).await)?;
+        let last_seen = existing.as_ref().map(|s| s.revision);
+        let created_at = existing
+            .and_then(|s| s.policy.status)
+            .map(|s| s.created_at_ms)
+            .filter(|ms| *ms > 0);
+        let effective = match (precondition, last_seen) {
+            (Some(client), _) => client,
+            (None, _) if attempt == WRITE_ATTEMPTS => Precondition::None,
+            (None, Some(rev)) => Precondition::Revision(rev),
+            (None, None) => Precondition::Absent,
+        };
+        let now = state.clock.now_ms();
+        status::stamp(&mut policy, now, created_at);
+        match metrics.store_result("put", state.store.put(&policy, effective).await) {
+            Ok(outcome) => {
+                if outcome.created {
+                    metrics.policy_created();
+                }
+                log::debug!("policy {name} written at revision {}", outcome.revision);
+                let mut res = if outcome.created {
+                    let mut res = HttpResponse::Created();
+                    res.insert_header((header::LOCATION, format!("/v1/policies/{name}")));
+                    res
+                } else {
+                    HttpResponse::Ok()
+                };
+                res.insert_header((header::ETAG, etag(outcome.revision)));
+                return Ok(res.json(for_output(policy, outcome.revision, now)));
+            }
+            Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    // The last attempt is unconditional and cannot conflict.
+    Err(ApiError::Internal(
+        "unconditional write reported a conflict".to_owned(),
+    ))
+}
+
+/// Parse and check a policy body, collecting every problem: unknown fields and type errors
+/// from the strict parse, rule problems from `compile`, and a name that differs from the
+/// path.
+pub fn validate(body: &[u8], path_name: Option<&str>) -> Result<Policy, ApiError> {
+    let (policy, mut errors) = match parse_policy(body) {
+        Ok(policy) => (Some(policy), ValidationErrors::default()),
+        // Unknown fields alone still leave a well-typed policy: parse it leniently so the
+        // same 400 also lists what `compile` finds.
+        Err(errors) => (serde_json::from_slice::<Policy>(body).ok(), errors),
+    };
+    if let Some(policy) = &policy {
+        if let Err(found) = compile(policy) {
+            for e in found.errors {
+                if !errors.errors.contains(&e) {
+                    errors.errors.push(e);
+                }
+            }
+        }
+        if let Some(path_name) = path_name {
+            if policy.metadata.name != path_name {
+                errors.push(
+                    "metadata.name",
+                    format!(
+                        "must equal the name in the path, \"{}\"",
+                        path_name.escape_default()
+                    ),
+                );
+            }
+        }
+    }
+    match policy {
+        Some(policy) if errors.is_empty() => Ok(policy),
+        _ => Err(ApiError::invalid_policy(errors)),
+    }
+}
+
+/// The optimistic-concurrency headers of a write: `If-Match: <revision>` (quotes optional)
+/// or `If-None-Match: *`.
+pub fn precondition(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
+    let if_match = single(headers, header::IF_MATCH)?;
+    let if_none_match = single(headers, header::IF_NONE_MATCH)?;
+    match (if_match, if_none_match) {
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "send If-Match or If-None-Match, not both".to_owned(),
+        )),
+        (Some(value), None) => parse_revision(value)
+            .map(|rev| Some(Precondition::Revision(rev)))
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "If-Match: expected a revision number, e.g. `If-Match: \"42\"`".to_owned(),
+                )
+            }),
+        (None, Some(value)) if value.as_bytes().trim_ascii() == b"*" => {
+            Ok(Some(Precondition::Absent))
+        }
+        (None, Some(_)) => Err(ApiError::BadRequest(
+            "If-None-Match: only `*` is supported (write only if the name is new)".to_owned(),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+fn single(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&HeaderValue>, ApiError> {
+    let mut values = headers.get_all(&name);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(format!("{name}: send it once")));
+    }
+    Ok(first)
+}
+
+fn parse_revision(value: &HeaderValue) -> Option<Revision> {
+    let text = value.to_str().ok()?.trim();
+    let unquoted = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    if unquoted.is_empty() || !unquoted.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    unquoted.parse().ok()
+}
+
+fn etag(revision: Revision) -> String {
+    format!("\"{revision}\"")
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::NotFound(format!("policy \"{}\" not found", name.escape_default()))
+}
+
+/// A stored policy as the API returns it: `status.revision` from the store, expired rules
+/// marked for `now_ms`.
+fn for_output(mut policy: Policy, revision: Revision, now_ms: u64) -> Policy {
+    let status = policy.status.get_or_insert_with(Default::default);
+    status.revision = revision;
+    status::refresh_expired(status, now_ms);
+    policy
+}
+
+#[cfg(test)]
+mod tests;
