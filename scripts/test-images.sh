@@ -157,12 +157,8 @@ check_service sse-broadcaster "$(free_port)"
 log "plugin image"
 plugin="$BOIFI_ROOT/target/plugin/boifi_plugin.wasm" # written by scripts/build-plugin.sh
 mkdir -p "$work/plugin"
-if [ -f "$plugin" ]; then
-    cp "$plugin" "$work/plugin/plugin.wasm"
-else
-    # Until scripts/build-plugin.sh has run: the smallest valid module (magic + version).
-    printf '\000asm\001\000\000\000' >"$work/plugin/plugin.wasm"
-fi
+[ -f "$plugin" ] || die "$plugin missing: run scripts/build-plugin.sh first"
+cp "$plugin" "$work/plugin/plugin.wasm"
 pm build -q -f docker/plugin.Dockerfile -t localhost/boifi-test/plugin:test "$work/plugin" >/dev/null
 id="$(pm create localhost/boifi-test/plugin:test /plugin.wasm)"
 containers+=("$id")

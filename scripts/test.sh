@@ -20,5 +20,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "policy model builds for wasm32-unknown-unknown"
 wasm_cargo build -p boifi-policy --release --locked
 
+log "Wasm plugin: build, optimize, check the size budget (scripts/build-plugin.sh)"
+scripts/build-plugin.sh
+
+log "Helm chart: render, lint, validate (scripts/test-chart.sh)"
+scripts/test-chart.sh
+
+log "container images and the plugin's OCI round trip (scripts/test-images.sh)"
+scripts/test-images.sh
+
 log "cargo test"
 cargo test --workspace --locked

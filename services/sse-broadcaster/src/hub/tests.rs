@@ -1,0 +1,368 @@
+use std::collections::BTreeMap;
+
+use prometheus::Registry;
+
+use super::*;
+use crate::model::effective;
+use crate::test_support::stored;
+
+fn hub_with(settings: Settings) -> Arc<Hub> {
+    Arc::new(Hub::new(settings, Metrics::new(Registry::new()).unwrap()))
+}
+
+fn view(name: &str, service: &str, revision: u64) -> Arc<PolicyView> {
+    Arc::new(effective(&stored(name, service, revision), 0).unwrap())
+}
+
+fn put(name: &str, service: &str, revision: u64, old: Option<Arc<PolicyView>>) -> Delta {
+    Delta::Policy {
+        name: name.to_owned(),
+        new: Some(view(name, service, revision)),
+        old,
+    }
+}
+
+fn commit(hub: &Hub, revision: u64, deltas: Vec<Delta>, secondary: bool) {
+    hub.commit(
+        revision,
+        false,
+        Arc::new(BTreeMap::new()),
+        deltas,
+        secondary,
+        Instant::now(),
+    )
+}
+
+fn filter(service: Option<&str>) -> Filter {
+    Filter::parse(None, service, None).unwrap()
+}
+
+fn ids(frames: &[(EventKind, Bytes)]) -> Vec<(EventKind, String)> {
+    frames
+        .iter()
+        .map(|(kind, frame)| {
+            let text = String::from_utf8(frame.to_vec()).unwrap();
+            let id = text
+                .lines()
+                .next()
+                .unwrap()
+                .trim_start_matches("id: ")
+                .to_owned();
+            (*kind, id)
+        })
+        .collect()
+}
+
+/// A hub loaded at revision 1, then changes to `a` (reviews) at revisions 2..=5.
+fn hub_with_history(settings: Settings) -> Arc<Hub> {
+    let hub = hub_with(settings);
+    commit(&hub, 1, vec![], true);
+    for revision in 2..=5 {
+        commit(
+            &hub,
+            revision,
+            vec![put("a", "reviews", revision, None)],
+            false,
+        );
+    }
+    hub
+}
+
+#[test]
+fn nothing_is_served_before_the_first_snapshot() {
+    let hub = hub_with(Settings::default());
+    assert_eq!(hub.revision(), None);
+    assert_eq!(
+        hub.open_stream(&Filter::default(), None).err(),
+        Some(Refusal::NotReady)
+    );
+    assert!(matches!(
+        hub.poll_check(&Filter::default(), None),
+        Err(Refusal::NotReady)
+    ));
+    // The first commit sets the view; nobody is connected, so its deltas become no entries.
+    commit(&hub, 7, vec![put("a", "reviews", 7, None)], true);
+    assert_eq!(hub.revision(), Some(7));
+    let start = hub.open_stream(&Filter::default(), Some(7)).unwrap();
+    assert!(
+        start.frames.is_empty(),
+        "resume at the loaded revision needs nothing"
+    );
+    assert_eq!(start.covered_seq, 0);
+}
+
+#[test]
+fn resume_sends_exactly_the_missed_entries_or_a_snapshot() {
+    let hub = hub_with_history(Settings::default());
+    let everyone = Filter::default();
+    let resumed = hub.open_stream(&everyone, Some(3)).unwrap();
+    assert_eq!(
+        ids(&resumed.frames),
+        [
+            (EventKind::Policy, "4".into()),
+            (EventKind::Policy, "5".into())
+        ]
+    );
+    let from_load = hub.open_stream(&everyone, Some(1)).unwrap();
+    assert_eq!(from_load.frames.len(), 4);
+    assert!(hub
+        .open_stream(&everyone, Some(5))
+        .unwrap()
+        .frames
+        .is_empty());
+    for unknown in [None, Some(0), Some(6), Some(u64::MAX)] {
+        let start = hub.open_stream(&everyone, unknown).unwrap();
+        assert_eq!(
+            ids(&start.frames),
+            [(EventKind::Snapshot, "5".into())],
+            "{unknown:?}"
+        );
+    }
+    // Only what concerns the client is replayed.
+    assert!(hub
+        .open_stream(&filter(Some("ratings")), Some(3))
+        .unwrap()
+        .frames
+        .is_empty());
+}
+
+#[test]
+fn trimmed_history_raises_the_resume_floor() {
+    let hub = hub_with_history(Settings {
+        history: 2,
+        ..Settings::default()
+    });
+    let everyone = Filter::default();
+    assert_eq!(
+        ids(&hub.open_stream(&everyone, Some(3)).unwrap().frames).len(),
+        2
+    );
+    assert_eq!(
+        ids(&hub.open_stream(&everyone, Some(2)).unwrap().frames),
+        [(EventKind::Snapshot, "5".into())]
+    );
+    // A dropped secondary entry at revision 5 makes 5 itself unsafe to resume from.
+    commit(&hub, 5, vec![put("b", "x", 5, None)], true);
+    commit(&hub, 5, vec![put("c", "x", 5, None)], true);
+    assert_eq!(hub.open_stream(&everyone, Some(5)).unwrap().frames.len(), 2);
+    commit(&hub, 5, vec![put("d", "x", 5, None)], true);
+    assert_eq!(
+        ids(&hub.open_stream(&everyone, Some(5)).unwrap().frames),
+        [(EventKind::Snapshot, "5".into())]
+    );
+}
+
+#[test]
+fn secondary_entries_are_replayed_at_their_revision() {
+    let hub = hub_with_history(Settings::default());
+    // An expiry at revision 5 that a client at 5 may or may not have seen.
+    commit(
+        &hub,
+        5,
+        vec![put("a", "reviews", 5, Some(view("a", "reviews", 5)))],
+        true,
+    );
+    let start = hub.open_stream(&Filter::default(), Some(5)).unwrap();
+    assert_eq!(ids(&start.frames), [(EventKind::Policy, "5".into())]);
+    assert_eq!(
+        hub.open_stream(&Filter::default(), Some(4))
+            .unwrap()
+            .frames
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn a_policy_that_stops_matching_is_deleted_for_its_former_clients() {
+    let hub = hub_with(Settings::default());
+    commit(&hub, 1, vec![], true);
+    commit(&hub, 2, vec![put("a", "reviews", 2, None)], false);
+    commit(
+        &hub,
+        3,
+        vec![put("a", "ratings", 3, Some(view("a", "reviews", 2)))],
+        false,
+    );
+    let reviews = hub.open_stream(&filter(Some("reviews")), Some(1)).unwrap();
+    assert_eq!(
+        ids(&reviews.frames),
+        [
+            (EventKind::Policy, "2".into()),
+            (EventKind::Delete, "3".into())
+        ]
+    );
+    assert!(reviews.frames[1].1.ends_with(b"data: {\"name\":\"a\"}\n\n"));
+    let ratings = hub.open_stream(&filter(Some("ratings")), Some(1)).unwrap();
+    assert_eq!(ids(&ratings.frames), [(EventKind::Policy, "3".into())]);
+    let other = hub.open_stream(&filter(Some("details")), Some(1)).unwrap();
+    assert!(other.frames.is_empty());
+}
+
+#[test]
+fn snapshots_are_filtered_and_cached_per_view() {
+    let hub = hub_with(Settings::default());
+    let policies: BTreeMap<_, _> = [("a", "reviews"), ("b", "ratings"), ("c", "*")]
+        .into_iter()
+        .map(|(name, service)| (name.to_owned(), view(name, service, 3)))
+        .collect();
+    hub.commit(3, true, Arc::new(policies), vec![], true, Instant::now());
+    let frame = hub
+        .open_stream(&filter(Some("reviews")), None)
+        .unwrap()
+        .frames[0]
+        .1
+        .clone();
+    let text = std::str::from_utf8(&frame).unwrap();
+    let data = text.strip_prefix("id: 3\nevent: snapshot\ndata: ").unwrap();
+    let snapshot: serde_json::Value = serde_json::from_str(data.trim_end()).unwrap();
+    assert_eq!(snapshot["revision"], 3);
+    assert_eq!(snapshot["halted"], true);
+    let names: Vec<_> = snapshot["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+    assert_eq!(snapshot["policies"][0]["status"]["revision"], 3);
+    let again = hub
+        .open_stream(&filter(Some("reviews")), None)
+        .unwrap()
+        .frames[0]
+        .1
+        .clone();
+    assert_eq!(again.as_ptr(), frame.as_ptr(), "served from the cache");
+}
+
+#[tokio::test]
+async fn live_entries_follow_the_start_without_gap_or_duplicate() {
+    let hub = hub_with_history(Settings::default());
+    let mut start = hub.open_stream(&Filter::default(), Some(4)).unwrap();
+    commit(&hub, 6, vec![put("a", "reviews", 6, None)], false);
+    let RingItem::Entry(entry) = start.ring.recv().await.unwrap() else {
+        panic!("expected an entry")
+    };
+    assert_eq!(entry.revision, 6);
+    assert!(entry.seq > start.covered_seq);
+    hub.ping();
+    assert!(matches!(start.ring.recv().await.unwrap(), RingItem::Ping));
+}
+
+#[tokio::test]
+async fn a_lagging_receiver_is_told_and_others_are_not_held_back() {
+    let hub = hub_with_history(Settings {
+        client_buffer: 2,
+        ..Settings::default()
+    });
+    let mut slow = hub.open_stream(&Filter::default(), None).unwrap().ring;
+    let mut fast = hub.open_stream(&Filter::default(), None).unwrap().ring;
+    for revision in 6..=9 {
+        commit(
+            &hub,
+            revision,
+            vec![put("a", "reviews", revision, None)],
+            false,
+        );
+        let RingItem::Entry(entry) = fast.recv().await.unwrap() else {
+            panic!("entry")
+        };
+        assert_eq!(entry.revision, revision);
+    }
+    assert!(matches!(
+        slow.recv().await,
+        Err(broadcast::error::RecvError::Lagged(2))
+    ));
+}
+
+#[tokio::test]
+async fn fanout_is_observed_once_the_last_receiver_takes_the_entry() {
+    let hub = hub_with_history(Settings::default());
+    let mut first = hub.open_stream(&Filter::default(), None).unwrap().ring;
+    let mut second = hub.open_stream(&Filter::default(), None).unwrap().ring;
+    commit(&hub, 6, vec![put("a", "reviews", 6, None)], false);
+    let observed = || hub.metrics.fanout_seconds.get_sample_count();
+    let RingItem::Entry(entry) = first.recv().await.unwrap() else {
+        panic!("entry")
+    };
+    entry.taken(&hub.metrics);
+    assert_eq!(observed(), 0);
+    let RingItem::Entry(entry) = second.recv().await.unwrap() else {
+        panic!("entry")
+    };
+    entry.taken(&hub.metrics);
+    assert_eq!(observed(), 1);
+    // With no receivers there is no fan-out to measure.
+    drop((first, second));
+    commit(&hub, 7, vec![put("a", "reviews", 7, None)], false);
+    assert_eq!(observed(), 1);
+}
+
+#[test]
+fn poll_checks() {
+    let hub = hub_with_history(Settings::default());
+    let reviews = filter(Some("reviews"));
+    let ratings = filter(Some("ratings"));
+    let respond = |check: PollCheck| match check {
+        PollCheck::Respond(frame) => String::from_utf8(frame.to_vec()).unwrap(),
+        PollCheck::Wait { .. } => panic!("expected a snapshot"),
+    };
+    assert!(respond(hub.poll_check(&reviews, None).unwrap()).starts_with("id: 5\nevent: snapshot"));
+    respond(hub.poll_check(&reviews, Some(0)).unwrap());
+    respond(hub.poll_check(&reviews, Some(9)).unwrap());
+    respond(hub.poll_check(&reviews, Some(4)).unwrap());
+    // Changes at 2..=5 concern only `reviews`: a `ratings` client at 2 is current.
+    let PollCheck::Wait { seq, revision } = hub.poll_check(&ratings, Some(2)).unwrap() else {
+        panic!("ratings is current")
+    };
+    assert_eq!(revision, 5);
+    let PollCheck::Wait { .. } = hub.poll_check(&reviews, Some(5)).unwrap() else {
+        panic!("reviews at 5 is current")
+    };
+    commit(&hub, 6, vec![put("a", "reviews", 6, None)], false);
+    let PollCheck::Wait { revision, .. } = hub.poll_recheck(&ratings, seq) else {
+        panic!("still nothing for ratings")
+    };
+    assert_eq!(revision, 6);
+    commit(&hub, 7, vec![put("b", "ratings", 7, None)], false);
+    assert!(respond(hub.poll_recheck(&ratings, seq)).starts_with("id: 7\n"));
+}
+
+#[test]
+fn shut_down_refuses_and_closes() {
+    let hub = hub_with_history(Settings::default());
+    let mut ring = hub.open_stream(&Filter::default(), None).unwrap().ring;
+    hub.shut_down();
+    assert!(*hub.shutdown_signal().borrow());
+    assert_eq!(
+        hub.open_stream(&Filter::default(), None).err(),
+        Some(Refusal::ShuttingDown)
+    );
+    assert!(matches!(
+        hub.poll_check(&Filter::default(), None),
+        Err(Refusal::ShuttingDown)
+    ));
+    assert!(matches!(
+        ring.try_recv(),
+        Err(broadcast::error::TryRecvError::Closed)
+    ));
+}
+
+#[test]
+fn admit_enforces_the_client_limit() {
+    let hub = hub_with(Settings {
+        max_clients: 2,
+        ..Settings::default()
+    });
+    let a = hub.admit(Mode::Stream).unwrap();
+    let _b = hub.admit(Mode::Poll).unwrap();
+    assert!(matches!(
+        hub.admit(Mode::Stream),
+        Err(Refusal::TooManyClients)
+    ));
+    assert_eq!(hub.metrics.clients(Mode::Stream).get(), 1);
+    drop(a);
+    assert_eq!(hub.metrics.clients(Mode::Stream).get(), 0);
+    assert!(hub.admit(Mode::Stream).is_ok());
+    assert_eq!(hub.metrics.clients_rejected.get(), 1);
+}

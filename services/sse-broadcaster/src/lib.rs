@@ -1,0 +1,42 @@
+//! BOIFI sse-broadcaster: watches the policy store and pushes each workload the policies that
+//! may apply to it, as Server-Sent Events (wire format: `docs/api-stream.md`).
+//!
+//! - [`Broadcaster`]: the running service; [`Broadcaster::start`] spawns the store watcher
+//!   and the heartbeat, [`Broadcaster::shut_down`] (or dropping it) ends them and every stream.
+//! - [`configure`] mounts every route; [`configure_stream`] (`/v1/config/stream`) and
+//!   [`configure_ops`] (`/v1/health`, `/v1/ready`, `/metrics`) separately, so `boifi serve` can
+//!   mount the stream next to policy-api's own health and metrics.
+//! - [`run`]: serves a bound listener until a shutdown future completes.
+//! - [`Config`]: `BOIFI_*` settings parsed from key/value pairs; [`Settings`]: the tunables.
+//! - [`Clock`]: the wall clock rule expiry is measured against ([`SystemClock`],
+//!   [`ManualClock`] for tests).
+//! - [`Filter`]: which policies a client may receive (`namespace`, `service`, `labels`).
+//!
+//! Inside: `watcher` (one store watch with backoff, resume and compaction reload; expiry
+//! timer), `model` (stored vs effective policies, deltas), `hub` (current view, resume history,
+//! fan-out ring), `stream` (the stream and long-poll handlers), `ops`, `metrics`, `sse`.
+
+#![forbid(unsafe_code)]
+
+mod clock;
+mod config;
+mod error;
+mod filter;
+mod hub;
+mod metrics;
+mod model;
+mod ops;
+mod server;
+mod sse;
+mod stream;
+mod watcher;
+
+#[cfg(test)]
+mod test_support;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Config, ConfigError, Settings, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR};
+pub use error::{RequestError, StartError};
+pub use filter::{FieldProblem, Filter};
+pub use hub::Refusal;
+pub use server::{configure, configure_ops, configure_stream, run, Broadcaster};

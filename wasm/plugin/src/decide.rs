@@ -1,0 +1,147 @@
+//! The per-request decision, as a pure function of the request, the policies, the time and a
+//! random source.
+//!
+//! Guards, in order: halted? then per policy (sorted by name) and rule (in policy order):
+//! expired? request match? sampled? The first rule that is active, matches and is sampled
+//! decides. Each rule gets at most one draw per request, and the draw is never repeated later
+//! (after a delay, say), so the share of faulted requests is exactly the configured one.
+//! Selectors are applied once, when a policy set is built for this workload, not per request.
+
+use boifi_policy::{CompiledAbort, CompiledFault, CompiledPolicy, RequestView, Workload};
+
+use crate::rng::Rng;
+
+/// The policies that apply to this workload, as of one broadcaster snapshot.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    revision: u64,
+    halted: bool,
+    policies: Vec<CompiledPolicy>,
+}
+
+impl PolicySet {
+    /// Keeps the policies whose selector matches `workload`, ordered by name so every sidecar
+    /// tries them in the same order.
+    pub fn new(
+        revision: u64,
+        halted: bool,
+        policies: impl IntoIterator<Item = CompiledPolicy>,
+        workload: &Workload,
+    ) -> Self {
+        let mut policies: Vec<CompiledPolicy> = policies
+            .into_iter()
+            .filter(|p| p.selector().matches(workload))
+            .collect();
+        policies.sort_by(|a, b| a.name().cmp(b.name()));
+        PolicySet {
+            revision,
+            halted,
+            policies,
+        }
+    }
+
+    /// Store revision of the snapshot; 0 before the first one.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The kill switch: no fault acts while it is set.
+    pub fn halted(&self) -> bool {
+        self.halted
+    }
+
+    pub fn policies(&self) -> &[CompiledPolicy] {
+        &self.policies
+    }
+
+    /// The policy a [`FaultPlan`] of this set came from.
+    pub fn policy(&self, plan: &FaultPlan) -> Option<&CompiledPolicy> {
+        self.policies.get(plan.policy)
+    }
+
+    /// The fault a [`FaultPlan`] of this set came from.
+    pub fn fault(&self, plan: &FaultPlan) -> Option<&CompiledFault> {
+        self.policy(plan)?
+            .rules()
+            .get(plan.rule)
+            .map(|rule| rule.fault())
+    }
+
+    /// The abort to send when the plan's hold ends, if the fault has one.
+    pub fn abort(&self, plan: &FaultPlan) -> Option<&CompiledAbort> {
+        self.fault(plan)?.abort()
+    }
+}
+
+/// What to do with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward untouched.
+    Pass,
+    Fault(FaultPlan),
+}
+
+/// A fault to apply: hold the request `start_delay_ms + delay_ms`, then abort it or forward it.
+/// Indices point into the [`PolicySet`] the decision was made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub policy: usize,
+    pub rule: usize,
+    pub start_delay_ms: u64,
+    /// The delay fault's duration; `None` when the rule has no delay.
+    pub delay_ms: Option<u64>,
+    pub abort: bool,
+}
+
+impl FaultPlan {
+    /// How long the request is held before the abort (or before it is forwarded).
+    pub fn hold_ms(&self) -> u64 {
+        self.start_delay_ms
+            .saturating_add(self.delay_ms.unwrap_or(0))
+    }
+}
+
+/// Decides for one request at `now_ms` (Unix ms; expiry times are the server's).
+pub fn decide(
+    request: &RequestView<'_>,
+    set: &PolicySet,
+    now_ms: u64,
+    rng: &mut impl Rng,
+) -> Decision {
+    // Halted: the kill switch stops every fault at once, whatever the rules say.
+    if set.halted {
+        return Decision::Pass;
+    }
+    for (policy_index, policy) in set.policies.iter().enumerate() {
+        for (rule_index, rule) in policy.rules().iter().enumerate() {
+            // Expired: stop on time by the server's expiry, even while the broadcaster is away.
+            if !rule.is_active(now_ms) {
+                continue;
+            }
+            // Not for this request: no draw, so other rules' shares are unaffected.
+            if !rule.matches(request) {
+                continue;
+            }
+            let fault = rule.fault();
+            // Not sampled: the one draw for this rule and request said no; later rules may act.
+            if !fault.sample(rng.next_u64()) {
+                continue;
+            }
+            return Decision::Fault(FaultPlan {
+                policy: policy_index,
+                rule: rule_index,
+                start_delay_ms: duration_ms(fault.start_delay()),
+                delay_ms: fault.delay().map(duration_ms),
+                abort: fault.abort().is_some(),
+            });
+        }
+    }
+    Decision::Pass
+}
+
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

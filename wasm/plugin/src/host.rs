@@ -1,0 +1,122 @@
+//! The only module that calls the proxy-wasm host. Each wrapper turns a host error into `None`
+//! or `false` (callers then fail open); none unwraps. The SDK's trait methods unwrap host
+//! results, so the contexts call these instead.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+
+use crate::metrics::Kind;
+
+/// Host wall clock in ns since the Unix epoch.
+pub fn now_ns() -> Option<u64> {
+    let t = hostcalls::get_current_time().ok()?;
+    let d = t.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(d.as_nanos()).ok()
+}
+
+pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
+        .ok()
+        .flatten()
+}
+
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+/// All request headers; values that are not UTF-8 are converted lossily (a matcher can still
+/// see the rest of the value).
+pub fn request_headers() -> Option<Vec<(String, String)>> {
+    let map = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
+    Some(
+        map.into_iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8(value)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                (name, value)
+            })
+            .collect(),
+    )
+}
+
+/// Sets (replaces) a response header.
+pub fn set_response_header(name: &str, value: &str) -> bool {
+    hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)).is_ok()
+}
+
+pub fn set_tick_period_ms(ms: u64) -> bool {
+    hostcalls::set_tick_period(Duration::from_millis(ms.min(u64::from(u32::MAX)))).is_ok()
+}
+
+/// Makes `context_id` the target of following host calls (used from the root's tick to act
+/// on a held request, and back to the root before dispatching a poll).
+pub fn set_effective_context(context_id: u32) -> bool {
+    hostcalls::set_effective_context(context_id).is_ok()
+}
+
+pub fn resume_http_request() -> bool {
+    hostcalls::resume_http_request().is_ok()
+}
+
+pub fn send_http_response(status: u16, headers: Vec<(&str, &str)>, body: Option<&[u8]>) -> bool {
+    hostcalls::send_http_response(u32::from(status), headers, body).is_ok()
+}
+
+pub fn dispatch_get(
+    cluster: &str,
+    authority: &str,
+    path: &str,
+    timeout_ms: u64,
+) -> Result<u32, String> {
+    let headers = vec![
+        (":method", "GET"),
+        (":path", path),
+        (":authority", authority),
+        (":scheme", "http"),
+        ("accept", "text/event-stream"),
+    ];
+    hostcalls::dispatch_http_call(
+        cluster,
+        headers,
+        None,
+        vec![],
+        Duration::from_millis(timeout_ms),
+    )
+    .map_err(|status| format!("{status:?}"))
+}
+
+pub fn http_call_response_status() -> Option<String> {
+    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
+pub fn http_call_response_body(size: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+        .ok()
+        .flatten()
+}
+
+pub fn define_metric(kind: Kind, name: &str) -> Option<u32> {
+    let kind = match kind {
+        Kind::Counter => MetricType::Counter,
+        Kind::Gauge => MetricType::Gauge,
+        Kind::Histogram => MetricType::Histogram,
+    };
+    hostcalls::define_metric(kind, name).ok()
+}
+
+pub fn increment_metric(id: u32, by: i64) {
+    let _ = hostcalls::increment_metric(id, by);
+}
+
+pub fn record_metric(id: u32, value: u64) {
+    let _ = hostcalls::record_metric(id, value);
+}
+
+pub fn log_level() -> Option<LogLevel> {
+    hostcalls::get_log_level().ok()
+}

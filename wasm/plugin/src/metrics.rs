@@ -1,0 +1,133 @@
+//! Envoy stats the plugin defines, and their names.
+//!
+//! Wasm stats carry no labels, so the policy and the fault type are parts of the stat name, and
+//! Envoy's `stats_tags` (regexes in `wasm/plugin/README.md`) turn them back into the
+//! `policy` and `fault_type` tags Prometheus sees. Policy names are DNS labels (no dots), so
+//! they cannot break the name apart. Envoy files all of them under `wasmcustom.`.
+
+/// Faults applied, per policy and type: `boifi_faults_injected.policy.<p>.fault_type.<t>`.
+pub const FAULTS_INJECTED: &str = "boifi_faults_injected";
+/// Time requests were actually held by a fault (start delay plus delay), in ms, per policy.
+pub const FAULT_DELAY_MS: &str = "boifi_fault_delay_ms";
+/// Store revision of the policy set in use (0 before the first snapshot).
+pub const CONFIG_REVISION: &str = "boifi_config_revision";
+/// Policies in use that select this workload.
+pub const POLICIES_ACTIVE: &str = "boifi_policies_active";
+/// 1 while the kill switch is on.
+pub const HALTED: &str = "boifi_halted";
+/// Snapshots applied.
+pub const CONFIG_UPDATES: &str = "boifi_config_updates";
+/// Polls that failed (no answer, bad status or body); the last good set stays in use.
+pub const CONFIG_FETCH_FAILURES: &str = "boifi_config_fetch_failures";
+/// Policies of a snapshot the plugin could not use (skipped; the others apply).
+pub const POLICIES_REJECTED: &str = "boifi_policies_rejected";
+/// Times the plugin let traffic through because it could not work: bad configuration, or a
+/// host call that failed while applying a fault.
+pub const FAIL_OPEN: &str = "boifi_fail_open";
+
+/// The kind of stat; mirrors proxy-wasm's metric types without depending on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// The two fault types a stat can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultType {
+    Abort,
+    Delay,
+}
+
+impl FaultType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultType::Abort => "abort",
+            FaultType::Delay => "delay",
+        }
+    }
+}
+
+pub fn faults_injected(policy: &str, fault_type: FaultType) -> String {
+    format!(
+        "{FAULTS_INJECTED}.policy.{policy}.fault_type.{}",
+        fault_type.as_str()
+    )
+}
+
+pub fn fault_delay_ms(policy: &str) -> String {
+    format!("{FAULT_DELAY_MS}.policy.{policy}")
+}
+
+/// Defines each stat once per VM and remembers its id; Envoy hands out a new id per
+/// definition, so defining per request would grow without bound. A list searched linearly:
+/// stats are few (a handful per policy that ever fired) and lookups happen only on faults.
+pub struct Registry<D> {
+    define: D,
+    ids: Vec<(String, u32)>,
+}
+
+impl<D: FnMut(Kind, &str) -> Option<u32>> Registry<D> {
+    pub fn new(define: D) -> Self {
+        Registry {
+            define,
+            ids: Vec::new(),
+        }
+    }
+
+    /// The id of stat `name`, defining it on first use; `None` if the host refused.
+    pub fn id(&mut self, kind: Kind, name: &str) -> Option<u32> {
+        if let Some((_, id)) = self.ids.iter().find(|(n, _)| n == name) {
+            return Some(*id);
+        }
+        let id = (self.define)(kind, name)?;
+        self.ids.push((name.to_owned(), id));
+        Some(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_policy_and_type() {
+        assert_eq!(
+            faults_injected("reviews-abort", FaultType::Abort),
+            "boifi_faults_injected.policy.reviews-abort.fault_type.abort"
+        );
+        assert_eq!(
+            faults_injected("p", FaultType::Delay),
+            "boifi_faults_injected.policy.p.fault_type.delay"
+        );
+        assert_eq!(fault_delay_ms("p"), "boifi_fault_delay_ms.policy.p");
+    }
+
+    #[test]
+    fn registry_defines_each_name_once() {
+        let mut defined = Vec::new();
+        let mut next = 10;
+        let mut registry = Registry::new(|kind, name: &str| {
+            defined.push((kind, name.to_owned()));
+            next += 1;
+            Some(next)
+        });
+        assert_eq!(registry.id(Kind::Counter, "a"), Some(11));
+        assert_eq!(registry.id(Kind::Counter, "a"), Some(11));
+        assert_eq!(registry.id(Kind::Gauge, "b"), Some(12));
+        drop(registry);
+        assert_eq!(defined.len(), 2);
+    }
+
+    #[test]
+    fn refused_definitions_are_retried_later() {
+        let mut calls = 0;
+        let mut registry = Registry::new(|_, _: &str| {
+            calls += 1;
+            (calls > 1).then_some(5)
+        });
+        assert_eq!(registry.id(Kind::Counter, "a"), None);
+        assert_eq!(registry.id(Kind::Counter, "a"), Some(5));
+    }
+}

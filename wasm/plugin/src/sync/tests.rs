@@ -1,0 +1,262 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::config;
+use crate::rng::SplitMix64;
+
+fn cfg() -> PluginConfig {
+    config::parse(Some(
+        br#"{"broadcaster_cluster":"c","broadcaster_authority":"a","poll_wait_ms":10000,
+             "poll_timeout_margin_ms":2000,"backoff_min_ms":100,"backoff_max_ms":1600}"#,
+    ))
+    .expect("valid")
+    .config
+}
+
+fn workload(name: &str, app: Option<&str>) -> Workload {
+    Workload {
+        namespace: "demo ns".into(),
+        name: name.into(),
+        labels: app
+            .map(|a| BTreeMap::from([("app".to_owned(), a.to_owned())]))
+            .unwrap_or_default(),
+    }
+}
+
+const POLICY: &str =
+    r#"{"metadata":{"name":"p1"},"spec":{"rules":[{"fault":{"abort":{"httpStatus":503}}}]}}"#;
+
+fn snapshot_body(revision: u64, halted: bool, policies: &[&str]) -> String {
+    format!(
+        ": long poll\nevent: snapshot\nid: {revision}\ndata: {{\"revision\":{revision},\"halted\":{halted},\"policies\":[{}]}}\n\n",
+        policies.join(",")
+    )
+}
+
+fn poller(now: u64) -> Poller {
+    Poller::new(&cfg(), now, &workload("reviews", Some("reviews")), true)
+}
+
+#[test]
+fn first_poll_is_due_at_once_and_asks_for_a_snapshot() {
+    let poller = poller(1_000);
+    assert!(poller.is_due(1_000));
+    let req = poller.request();
+    assert_eq!(
+        req.path,
+        "/v1/config/stream?mode=poll&wait_ms=10000&namespace=demo%20ns&service=reviews&labels=app:reviews"
+    );
+    assert_eq!(req.timeout_ms, 12_000);
+}
+
+#[test]
+fn filter_leaves_out_what_is_uncertain() {
+    let labels_unknown = Poller::new(&cfg(), 0, &workload("reviews-v2", Some("reviews")), false);
+    assert_eq!(
+        labels_unknown.request().path,
+        "/v1/config/stream?mode=poll&wait_ms=10000&namespace=demo%20ns"
+    );
+    let no_labels = Poller::new(&cfg(), 0, &workload("ratings", None), true);
+    assert!(no_labels
+        .request()
+        .path
+        .ends_with("&namespace=demo%20ns&service=ratings"));
+    let mut odd = workload("x", Some("a,b"));
+    odd.labels.insert("k".into(), "v".into());
+    let odd_labels = Poller::new(&cfg(), 0, &odd, true);
+    assert!(!odd_labels.request().path.contains("service="));
+    let nobody = Poller::new(&cfg(), 0, &Workload::default(), true);
+    assert_eq!(
+        nobody.request().path,
+        "/v1/config/stream?mode=poll&wait_ms=10000"
+    );
+}
+
+#[test]
+fn snapshot_then_poll_from_its_revision() {
+    let mut rng = SplitMix64::new(1);
+    let mut poller = poller(0);
+    poller.sent(9, 0);
+    assert!(poller.owns(9) && !poller.owns(8));
+    assert!(!poller.is_due(5));
+    let body = snapshot_body(42, false, &[POLICY]);
+    let outcome = poller.on_response(20, Some("200"), body.as_bytes(), &mut rng);
+    let Ok(PollOutcome::Snapshot(snapshot)) = outcome else {
+        panic!("expected a snapshot: {outcome:?}");
+    };
+    assert_eq!((snapshot.revision, snapshot.halted), (42, false));
+    assert_eq!(snapshot.policies.len(), 1);
+    assert_eq!(snapshot.policies[0].as_ref().map(|p| p.name()), Ok("p1"));
+    assert_eq!(poller.revision(), Some(42));
+    assert!(
+        poller.is_due(20),
+        "a snapshot is followed by the next poll at once"
+    );
+    assert!(poller.request().path.contains("&revision=42"));
+}
+
+#[test]
+fn timeout_answer_keeps_revision_and_repolls() {
+    let mut rng = SplitMix64::new(1);
+    let mut poller = poller(0);
+    poller.sent(1, 0);
+    let _ = poller.on_response(
+        5,
+        Some("200"),
+        snapshot_body(3, false, &[]).as_bytes(),
+        &mut rng,
+    );
+    poller.sent(2, 5);
+    let outcome = poller.on_response(10_005, Some("200"), b": timeout\nid: 3\n\n", &mut rng);
+    assert!(matches!(outcome, Ok(PollOutcome::Unchanged)), "{outcome:?}");
+    assert_eq!(poller.revision(), Some(3));
+    assert!(
+        poller.is_due(10_005),
+        "a full wait is followed by the next poll at once"
+    );
+    // An unchanged answer long before the wait ends: pace by the minimum backoff.
+    poller.sent(3, 20_000);
+    let _ = poller.on_response(20_010, Some("200"), b"id: 3\n\n", &mut rng);
+    assert!(!poller.is_due(20_109));
+    assert!(poller.is_due(20_110));
+    assert_eq!(poller.failures(), 0);
+}
+
+#[test]
+fn failures_back_off_with_jitter_and_reset_on_success() {
+    let mut rng = SplitMix64::new(7);
+    let mut poller = poller(0);
+    let mut now = 0;
+    let mut waits = Vec::new();
+    for (i, status) in [None, Some("503"), None, None, None, None]
+        .into_iter()
+        .enumerate()
+    {
+        poller.sent(i as u32, now);
+        let err = poller
+            .on_response(now, status, b"", &mut rng)
+            .expect_err("failure");
+        assert!(matches!(
+            err,
+            FetchError::NoResponse | FetchError::Status(_)
+        ));
+        let wait = poller.wake_at_ms() - now;
+        waits.push(wait);
+        now += wait;
+    }
+    // Capped exponential: 100, 200, 400, 800, 1600, 1600; each jittered into [cap/2, cap].
+    for (wait, cap) in waits.iter().zip([100, 200, 400, 800, 1600, 1600]) {
+        assert!((cap / 2..=cap).contains(wait), "{waits:?}");
+    }
+    assert_eq!(poller.failures(), 6);
+    poller.sent(99, now);
+    poller
+        .on_response(now, Some("200"), b": nothing\n\n", &mut rng)
+        .expect("success");
+    assert_eq!(poller.failures(), 0);
+}
+
+#[test]
+fn jitter_spreads_sidecars() {
+    // Many sidecars failing at the same moment must not all retry at the same moment.
+    let waits: std::collections::BTreeSet<u64> = (0..100)
+        .map(|seed| backoff_ms(4, 100, 30_000, &mut SplitMix64::new(seed)))
+        .collect();
+    assert!(waits.len() > 50, "{} distinct waits", waits.len());
+    assert!(waits.iter().all(|w| (400..=800).contains(w)));
+    // Huge failure counts do not overflow.
+    assert_eq!(backoff_ms(u32::MAX, 1, 1, &mut SplitMix64::new(0)), 1);
+}
+
+#[test]
+fn lost_poll_is_abandoned_after_its_deadline() {
+    let mut rng = SplitMix64::new(3);
+    let mut poller = poller(0);
+    poller.sent(5, 1_000);
+    assert_eq!(poller.wake_at_ms(), 1_000 + 12_000 + 1_000);
+    assert!(poller.abandon_if_stuck(13_999, &mut rng).is_none());
+    assert_eq!(
+        poller.abandon_if_stuck(14_000, &mut rng),
+        Some(FetchError::Stuck(13_000))
+    );
+    assert!(
+        !poller.owns(5),
+        "a late answer to the abandoned poll is ignored"
+    );
+    assert_eq!(poller.failures(), 1);
+}
+
+#[test]
+fn bad_bodies_are_errors_and_bad_policies_are_skipped() {
+    let mut rng = SplitMix64::new(3);
+    let mut poller = poller(0);
+    for body in [
+        &b"event: snapshot\ndata: {not json\n\n"[..],
+        b"event: snapshot\ndata: {\"halted\":true}\n\n",
+        &[0xff, 0xfe],
+    ] {
+        poller.sent(1, 0);
+        let err = poller
+            .on_response(0, Some("200"), body, &mut rng)
+            .expect_err("bad");
+        assert!(matches!(err, FetchError::Parse(_)), "{err}");
+    }
+    assert_eq!(poller.revision(), None);
+    let big = vec![b' '; MAX_BODY_BYTES + 1];
+    assert_eq!(
+        interpret(Some("200"), &big).unwrap_err(),
+        FetchError::TooLarge(MAX_BODY_BYTES + 1)
+    );
+
+    let invalid =
+        r#"{"metadata":{"name":"bad"},"spec":{"rules":[{"fault":{"abort":{"httpStatus":42}}}]}}"#;
+    let untyped = r#"{"metadata":{"name":7}}"#;
+    let body = snapshot_body(8, true, &[invalid, POLICY, untyped]);
+    poller.sent(2, 0);
+    let Ok(PollOutcome::Snapshot(s)) =
+        poller.on_response(0, Some("200"), body.as_bytes(), &mut rng)
+    else {
+        panic!("the snapshot itself is fine");
+    };
+    assert!(s.halted);
+    assert_eq!(s.policies.len(), 3);
+    let err = s.policies[0].as_ref().expect_err("invalid status");
+    assert_eq!(err.policy, "bad");
+    assert!(err.message.contains("httpStatus"), "{}", err.message);
+    assert!(s.policies[1].is_ok());
+    assert_eq!(
+        s.policies[2].as_ref().expect_err("wrong type").policy,
+        "policies[2]"
+    );
+}
+
+#[test]
+fn sse_parsing_follows_the_spec() {
+    // Last snapshot wins; CRLF; multi-line data; other events and fields ignored; a body that
+    // ends without a blank line still ends its event.
+    let body = "retry: 1000\r\nevent: snapshot\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n\
+                event: other\ndata: x\n\n:comment\nevent: snapshot\ndata:second";
+    assert_eq!(last_snapshot_data(body).as_deref(), Some("second"));
+    assert_eq!(
+        last_snapshot_data("event: snapshot\ndata: {\"a\":\ndata: 1}\n\n").as_deref(),
+        Some("{\"a\":\n1}")
+    );
+    assert_eq!(last_snapshot_data("data: no event type\n\n"), None);
+    assert_eq!(last_snapshot_data("event: snapshot\n\n"), None, "no data");
+    assert_eq!(last_snapshot_data(""), None);
+}
+
+#[test]
+fn too_many_policies_are_cut() {
+    let policies = vec![POLICY; MAX_POLICIES + 2];
+    let data = format!(
+        "{{\"revision\":1,\"halted\":false,\"policies\":[{}]}}",
+        policies.join(",")
+    );
+    let s = parse_snapshot(data).expect("parses");
+    assert_eq!(
+        s.policies.iter().filter(|p| p.is_ok()).count(),
+        MAX_POLICIES
+    );
+    assert_eq!(s.policies.len(), MAX_POLICIES + 2);
+}
