@@ -1,0 +1,140 @@
+//! `boifi serve`: both route sets of the contract in one process.
+//!
+//! policy-api contributes every one of its routes, including `/v1/health`, `/v1/ready` and
+//! `/metrics`; the broadcaster contributes only `/v1/config/stream` and registers its metrics in
+//! policy-api's registry, so one `/metrics` shows both.
+
+use std::future::Future;
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::HttpServer;
+use boifi_policy_api::{AppState, Auth, AuthConfig};
+use boifi_sse_broadcaster::{configure_stream, Broadcaster, Settings, SystemClock};
+use boifi_store::StoreSettings;
+
+/// In-flight requests get this long to finish after the shutdown signal.
+const SHUTDOWN_GRACE_SECS: u64 = 10;
+
+/// Settings of `boifi serve`, from the same `BOIFI_*` variables as the two services.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// `BOIFI_LISTEN_ADDR`, default `127.0.0.1:8080`.
+    pub listen_addr: String,
+    pub store: StoreSettings,
+    pub auth: AuthConfig,
+    /// True when neither `BOIFI_TOKENS_FILE` nor `BOIFI_AUTH_DISABLED` was given and auth was
+    /// turned off by default (the caller warns).
+    pub auth_off_by_default: bool,
+    /// The broadcaster's tunables (`BOIFI_STREAM_*`, `BOIFI_POLL_*`, `BOIFI_MAX_CLIENTS`).
+    pub stream: Settings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    ApiConfig(#[from] boifi_policy_api::ConfigError),
+    #[error(transparent)]
+    StreamConfig(#[from] boifi_sse_broadcaster::ConfigError),
+    #[error("API tokens: {0}")]
+    Tokens(String),
+    #[error(transparent)]
+    Store(#[from] boifi_store::StoreError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Start(#[from] boifi_sse_broadcaster::StartError),
+}
+
+impl ServeConfig {
+    pub fn from_env() -> Result<Self, ServeError> {
+        Self::from_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    /// Parse from key/value pairs. Local use is the point of `boifi serve`, so with no
+    /// `BOIFI_TOKENS_FILE` and no `BOIFI_AUTH_DISABLED` it serves without tokens.
+    pub fn from_vars<I>(vars: I) -> Result<Self, ServeError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut vars: Vec<(String, String)> = vars.into_iter().collect();
+        let given = |name: &str| vars.iter().any(|(k, v)| k == name && !v.is_empty());
+        let auth_off_by_default = !given("BOIFI_TOKENS_FILE") && !given("BOIFI_AUTH_DISABLED");
+        if auth_off_by_default {
+            vars.push(("BOIFI_AUTH_DISABLED".into(), "true".into()));
+        }
+        let api = boifi_policy_api::Config::from_vars(vars.iter().cloned())?;
+        let stream = boifi_sse_broadcaster::Config::from_vars(vars)?;
+        Ok(ServeConfig {
+            listen_addr: api.listen_addr,
+            store: api.store,
+            auth: api.auth,
+            auth_off_by_default,
+            stream: stream.settings,
+        })
+    }
+}
+
+/// Both halves, sharing one store and one metrics registry.
+pub struct Serve {
+    api: AppState,
+    broadcaster: Broadcaster,
+}
+
+impl Serve {
+    /// Open the store and start the broadcaster's watch (on the current Tokio runtime).
+    pub async fn start(config: &ServeConfig) -> Result<Serve, ServeError> {
+        let auth =
+            Auth::from_config(&config.auth).map_err(|e| ServeError::Tokens(e.to_string()))?;
+        let store = boifi_store::open_store(&config.store).await?;
+        let api = AppState::new(Arc::clone(&store), auth)?;
+        let broadcaster = Broadcaster::start_with_registry(
+            store,
+            Arc::new(SystemClock),
+            config.stream.clone(),
+            api.metrics.registry().clone(),
+        )?;
+        Ok(Serve { api, broadcaster })
+    }
+
+    pub fn store_kind(&self) -> &'static str {
+        self.api.store.kind()
+    }
+}
+
+/// Serve `listener` until `shutdown` completes; then end every stream, stop accepting and let
+/// in-flight requests finish.
+pub async fn run(
+    listener: TcpListener,
+    serve: Serve,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let Serve { api, broadcaster } = serve;
+    let app_broadcaster = broadcaster.clone();
+    let server = HttpServer::new(move || {
+        boifi_policy_api::app(api.clone()).configure(|cfg| configure_stream(cfg, &app_broadcaster))
+    })
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+    .run();
+    let handle = server.handle();
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        res = &mut server => {
+            broadcaster.shut_down();
+            return res;
+        }
+        () = shutdown => {}
+    }
+    log::info!("shutting down");
+    // Open streams would otherwise hold the stop up until the grace period ends.
+    broadcaster.shut_down();
+    // The server future carries out the stop command, so it is polled alongside.
+    let (res, ()) = tokio::join!(server, handle.stop(true));
+    res
+}
