@@ -399,7 +399,8 @@ wait_until "$BUDGET" "svc-03 faults after resume" faulted svc-03
 
 step "check: Prometheus scrapes the plugin's counters from the sidecars"
 background prom-port-forward kubectl -n istio-system port-forward svc/prometheus "$PROM_PORT:9090"
-query='sum({__name__=~"envoy_wasmcustom_boifi_.*"})'
+# Labels from the chart's EnvoyFilter (bootstrap stats_tags; the demo restarted after install).
+query='sum(boifi_faults_injected{policy="e2e-target",fault_type="abort"})'
 wait_until 120 "plugin counters in Prometheus" prom_has_counters "$query"
 say "Prometheus query $query > 0"
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Chart tests: render helm/boifi with real Helm (PyPI helm-python-sdk embeds Helm's Go library),
 # lint it, validate every object (kubernetes-validate --strict, @kubernetes-models/istio for
-# WasmPlugins) and check the contract. Tools live in repo-local dirs under target/tools and are
-# installed only when missing.
+# WasmPlugins and EnvoyFilters) and check the contract. Tools live in repo-local dirs under
+# target/tools and are installed only when missing.
 #   scripts/test-chart.sh [pytest args]   install the tools if missing, then run the tests
 #   scripts/test-chart.sh --tools-only    only install the tools (other scripts use hadolint)
 set -euo pipefail
@@ -28,7 +28,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${py_requi
 fi
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    die "node and npm are needed for the WasmPlugin checks"
+    die "node and npm are needed for the WasmPlugin and EnvoyFilter checks"
 fi
 if [ "$(node -p 'require(process.argv[1]).version' "$node_dir/node_modules/@kubernetes-models/istio/package.json" 2>/dev/null)" != "${istio_models##*@}" ]; then
     log "npm $istio_models into $node_dir"

@@ -4,7 +4,8 @@
 #  - policy-api and sse-broadcaster: static binaries built here, put into each Dockerfile's
 #    runtime stage (RUNTIME_IMAGE=scratch, BINARY_FROM=an image holding the binary) with podman;
 #    each container runs read-only as its image user next to a real etcd on loopback, and must
-#    answer /v1/health, /v1/ready (etcd reached by host name) and /metrics;
+#    answer /v1/health, /v1/ready (etcd reached by host name) and /metrics, then exit 0 within
+#    10 s of SIGTERM (as Kubernetes stops pods);
 #  - the plugin image: built from docker/plugin.Dockerfile, the module read back byte for byte;
 #  - scripts/publish-plugin.sh against a real registry (Debian docker-registry on loopback): both
 #    formats pushed, pulled back with skopeo, media types, layer count, manifest digest (the
@@ -135,13 +136,16 @@ check_service() {
     curl -fsS "http://127.0.0.1:$port/metrics" | grep -q '^# TYPE ' \
         || die "$name /metrics has no Prometheus text"
     [ "$(pm inspect --format '{{.State.Running}}' "$id")" = true ] || die "$name stopped"
-    local started=$SECONDS
+    local started=$SECONDS code
     pm stop -t 10 "$id" >/dev/null 2>&1
     # Kubernetes sends SIGTERM, then SIGKILL after the grace period: a slow stop delays rollouts.
-    if [ $((SECONDS - started)) -ge 10 ]; then
-        log "WARNING: $name did not exit within 10 s of SIGTERM (killed)"
+    # A process killed after the grace period exits with 137, one that stopped itself with 0.
+    code="$(pm inspect --format '{{.State.ExitCode}}' "$id")"
+    if [ $((SECONDS - started)) -ge 10 ] || [ "$code" != 0 ]; then
+        pm logs "$id" >&2 || true
+        die "$name did not exit cleanly within 10 s of SIGTERM (exit code $code)"
     fi
-    log "$name image: healthy, ready, metrics, stopped after $((SECONDS - started)) s"
+    log "$name image: healthy, ready, metrics, stopped by SIGTERM after $((SECONDS - started)) s"
 }
 
 log "policy-api image"

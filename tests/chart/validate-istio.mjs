@@ -1,4 +1,5 @@
-// Validates Istio objects with @kubernetes-models/istio (schemas generated from Istio's CRDs).
+// Validates Istio objects (WasmPlugin, EnvoyFilter) with @kubernetes-models/istio (schemas
+// generated from Istio's CRDs).
 // Input on stdin: a JSON array of objects. Output: a JSON array with one entry per object,
 // {"kind", "name", "error"} where error is null when the object is valid.
 // Usage: BOIFI_NODE_MODULES=<node_modules dir> node validate-istio.mjs < objects.json
@@ -17,7 +18,11 @@ const load = async (file) =>
   import(pathToFileURL(path.join(modulesDir, "@kubernetes-models/istio", file)).href);
 
 const { WasmPlugin } = await load("extensions.istio.io/v1alpha1/WasmPlugin.js");
-const models = { "extensions.istio.io/v1alpha1/WasmPlugin": WasmPlugin };
+const { EnvoyFilter } = await load("networking.istio.io/v1alpha3/EnvoyFilter.js");
+const models = {
+  "extensions.istio.io/v1alpha1/WasmPlugin": WasmPlugin,
+  "networking.istio.io/v1alpha3/EnvoyFilter": EnvoyFilter,
+};
 
 const objects = JSON.parse(readFileSync(0, "utf8"));
 const results = objects.map((obj) => {

@@ -25,6 +25,8 @@ use crate::free_port;
 pub const ENVOY_BIN_ENV: &str = "BOIFI_TEST_ENVOY_BIN";
 /// Environment variable naming the optimized plugin module.
 pub const PLUGIN_WASM_ENV: &str = "BOIFI_TEST_PLUGIN_WASM";
+/// The header in which an [`Upstream`] names itself.
+pub const UPSTREAM_HEADER: &str = "x-upstream";
 /// The Envoy cluster name of the broadcaster in the template.
 pub const BROADCASTER_CLUSTER: &str = "boifi-broadcaster";
 
@@ -95,7 +97,7 @@ pub fn plugin_wasm() -> Result<PathBuf, String> {
     Ok(wasm)
 }
 
-fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
+pub(crate) fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
     let mut newest: Option<(PathBuf, SystemTime)> = None;
     for entry in fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
@@ -124,6 +126,7 @@ pub struct EnvoyBuilder {
     broadcaster_port: u16,
     plugin_config: Option<String>,
     concurrency: u32,
+    cpus: Option<String>,
 }
 
 impl EnvoyBuilder {
@@ -138,6 +141,7 @@ impl EnvoyBuilder {
             broadcaster_port,
             plugin_config: None,
             concurrency: 2,
+            cpus: None,
         }
     }
 
@@ -220,41 +224,32 @@ impl EnvoyBuilder {
     }
 
     /// Starts Envoy and waits until its admin `/ready` says LIVE. Panics with the log after
-    /// [`START_ATTEMPTS`] failed starts (a port reported free can be taken meanwhile).
+    /// `START_ATTEMPTS` (3) failed starts (a port reported free can be taken meanwhile).
     pub fn start(&self) -> Envoy {
-        let binary = envoy_binary().unwrap_or_else(|e| panic!("no Envoy: {e}"));
         let plugin = plugin_wasm().unwrap_or_else(|e| panic!("no plugin: {e}"));
-        let mut failures = Vec::new();
-        for attempt in 1..=START_ATTEMPTS {
-            let dir = tempfile::Builder::new()
-                .prefix("boifi-envoy-")
-                .tempdir()
-                .expect("temp dir for Envoy");
-            let (listen_port, admin_port) = (free_port(), free_port());
-            if listen_port == admin_port {
-                failures.push(format!("attempt {attempt}: ports collided"));
-                continue;
-            }
-            let config = self
-                .render(&plugin, listen_port, admin_port)
-                .unwrap_or_else(|e| panic!("Envoy config: {e}"));
-            let mut envoy = Envoy {
-                dir,
-                child: None,
-                listen_port,
-                admin_port,
-                concurrency: self.concurrency,
-            };
-            match envoy.launch(&binary, &config) {
-                Ok(()) => return envoy,
-                Err(e) => failures.push(format!("attempt {attempt}: {e}")),
-            }
-        }
-        panic!(
-            "Envoy did not start after {START_ATTEMPTS} attempts (binary from {ENVOY_BIN_ENV} or the venv):\n{}",
-            failures.join("\n")
-        );
+        let options = LaunchOptions {
+            concurrency: self.concurrency,
+            cpus: self.cpus.clone(),
+        };
+        Envoy::start_with(&options, |listen_port, admin_port| {
+            self.render(&plugin, listen_port, admin_port)
+        })
     }
+
+    /// Pins Envoy to these CPUs (`taskset -c` syntax, e.g. `"0"`), for benchmarks.
+    pub fn cpus(mut self, cpus: &str) -> Self {
+        self.cpus = Some(cpus.into());
+        self
+    }
+}
+
+/// How [`Envoy::start_with`] runs Envoy.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Worker threads.
+    pub concurrency: u32,
+    /// CPUs to pin Envoy to (`taskset -c` syntax); `None` leaves it to the scheduler.
+    pub cpus: Option<String>,
 }
 
 /// A YAML double-quoted scalar.
@@ -273,6 +268,46 @@ pub struct Envoy {
 }
 
 impl Envoy {
+    /// Starts Envoy with the configuration `render(listen_port, admin_port)` returns, on free
+    /// loopback ports, and waits until its admin `/ready` says LIVE. The configuration must
+    /// put the admin interface on `admin_port` and a listener on `listen_port`. Panics with the
+    /// log after `START_ATTEMPTS` (3) failed starts (a port reported free can be taken meanwhile).
+    pub fn start_with(
+        options: &LaunchOptions,
+        mut render: impl FnMut(u16, u16) -> Result<String, String>,
+    ) -> Envoy {
+        let binary = envoy_binary().unwrap_or_else(|e| panic!("no Envoy: {e}"));
+        let mut failures = Vec::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let dir = tempfile::Builder::new()
+                .prefix("boifi-envoy-")
+                .tempdir()
+                .expect("temp dir for Envoy");
+            let (listen_port, admin_port) = (free_port(), free_port());
+            if listen_port == admin_port {
+                failures.push(format!("attempt {attempt}: ports collided"));
+                continue;
+            }
+            let config =
+                render(listen_port, admin_port).unwrap_or_else(|e| panic!("Envoy config: {e}"));
+            let mut envoy = Envoy {
+                dir,
+                child: None,
+                listen_port,
+                admin_port,
+                concurrency: options.concurrency,
+            };
+            match envoy.launch(&binary, &config, options.cpus.as_deref()) {
+                Ok(()) => return envoy,
+                Err(e) => failures.push(format!("attempt {attempt}: {e}")),
+            }
+        }
+        panic!(
+            "Envoy did not start after {START_ATTEMPTS} attempts (binary from {ENVOY_BIN_ENV} or the venv):\n{}",
+            failures.join("\n")
+        );
+    }
+
     /// The HTTP listener, in front of the upstream.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.listen_port))
@@ -339,14 +374,37 @@ impl Envoy {
         }
     }
 
-    fn launch(&mut self, binary: &Path, config: &str) -> Result<(), String> {
+    /// CPU time Envoy's threads have used so far (from `/proc/<pid>/task/*/schedstat`, in ns).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let pid = self.pid()?;
+        let mut total_ns: u64 = 0;
+        for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+            // A thread may exit between listing and reading; it no longer counts.
+            let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
+                continue;
+            };
+            total_ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(Duration::from_nanos(total_ns))
+    }
+
+    fn launch(&mut self, binary: &Path, config: &str, cpus: Option<&str>) -> Result<(), String> {
         let config_path = self.dir.path().join("envoy.yaml");
         fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
         let log = File::create(self.log_path()).map_err(|e| format!("create log: {e}"))?;
         let log_err = log
             .try_clone()
             .map_err(|e| format!("clone log handle: {e}"))?;
-        let child = Command::new(binary)
+        // `taskset` execs Envoy, so the PID stays Envoy's.
+        let mut command = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .args(["--concurrency", &self.concurrency.to_string()])
@@ -471,7 +529,22 @@ pub fn http_request(
     let stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(timeout))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut all_headers = vec![("Connection", "close")];
+    all_headers.extend_from_slice(headers);
+    write_request(&stream, addr, method, path, &all_headers, body)?;
+    let mut reader = BufReader::new(Deadline { stream, deadline });
+    read_response(&mut reader, method)
+}
+
+fn write_request(
+    mut stream: &TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> io::Result<()> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -479,13 +552,21 @@ pub fn http_request(
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
-    (&stream).write_all(head.as_bytes())?;
-    if let Some(body) = body {
-        (&stream).write_all(body)?;
-    }
-    let mut reader = BufReader::new(Deadline { stream, deadline }).take(MAX_RESPONSE_BYTES);
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default());
+    stream.write_all(&bytes)
+}
+
+/// Reads one response (at most [`MAX_RESPONSE_BYTES`]) to a `method` request.
+fn read_response<R: BufRead>(reader: &mut R, method: &str) -> io::Result<HttpResponse> {
+    let mut reader = reader.take(MAX_RESPONSE_BYTES);
     let mut line = String::new();
-    reader.read_line(&mut line)?;
+    if reader.read_line(&mut line)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
+    }
     let status = line
         .split_whitespace()
         .nth(1)
@@ -496,7 +577,12 @@ pub fn http_request(
     let mut headers = Vec::new();
     loop {
         line.clear();
-        reader.read_line(&mut line)?;
+        if reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed in the response headers",
+            ));
+        }
         let trimmed = line.trim_end();
         if trimmed.is_empty() {
             break;
@@ -521,6 +607,9 @@ pub fn http_request(
             let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk size"))?;
             if size == 0 {
+                // The empty line after the last chunk (no trailers are sent to us).
+                line.clear();
+                reader.read_line(&mut line)?;
                 break;
             }
             let mut chunk = vec![0; size];
@@ -540,6 +629,96 @@ pub fn http_request(
         headers,
         body,
     })
+}
+
+/// An HTTP/1.1 client that keeps its connection open between requests, as a service's
+/// connection pool would (and so that thousands of test requests do not cost thousands of
+/// handshakes). Reconnects when the server closed the connection.
+#[derive(Debug)]
+pub struct KeepAliveClient {
+    addr: SocketAddr,
+    timeout: Duration,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl KeepAliveClient {
+    /// No connection is made until the first request. `timeout` bounds connecting, writing
+    /// and each read.
+    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
+        KeepAliveClient {
+            addr,
+            timeout,
+            conn: None,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends one request, on the open connection when there is one. A request that fails on
+    /// a reused connection before any response byte (the server closed it while idle) is sent
+    /// once more on a fresh connection.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> io::Result<HttpResponse> {
+        if self.conn.is_some() {
+            match self.try_request(method, path, headers, body) {
+                Ok(response) => return Ok(response),
+                Err(e) if is_stale_connection(&e) => self.conn = None,
+                Err(e) => {
+                    self.conn = None;
+                    return Err(e);
+                }
+            }
+        }
+        let result = self.try_request(method, path, headers, body);
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> io::Result<HttpResponse> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
+            stream.set_nodelay(true)?;
+            stream.set_write_timeout(Some(self.timeout))?;
+            stream.set_read_timeout(Some(self.timeout))?;
+            self.conn = Some(BufReader::new(stream));
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        write_request(conn.get_ref(), self.addr, method, path, headers, body)?;
+        let response = read_response(conn, method)?;
+        if response
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        {
+            self.conn = None;
+        }
+        Ok(response)
+    }
+}
+
+/// Errors that mean "the idle connection was gone", after which a retry is safe.
+fn is_stale_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// A stream whose reads fail once the deadline has passed.
@@ -563,7 +742,8 @@ impl Read for Deadline {
 }
 
 /// A tiny HTTP/1.1 upstream on loopback: answers every request `200` with body
-/// [`Upstream::BODY`] and header `x-upstream: 1`, and counts requests. Stopped on drop.
+/// [`Upstream::BODY`] and header [`UPSTREAM_HEADER`] (`1`, or the name it was started with),
+/// and counts requests. Stopped on drop.
 pub struct Upstream {
     addr: SocketAddr,
     requests: Arc<AtomicU64>,
@@ -574,7 +754,15 @@ pub struct Upstream {
 impl Upstream {
     pub const BODY: &'static str = "hello from upstream";
 
+    /// An upstream that answers with `x-upstream: 1`.
     pub fn start() -> Upstream {
+        Upstream::named("1")
+    }
+
+    /// An upstream that identifies itself as `name` in [`UPSTREAM_HEADER`] (e.g. the workload
+    /// and replica it stands for).
+    pub fn named(name: &str) -> Upstream {
+        let name: Arc<str> = Arc::from(name);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let requests = Arc::new(AtomicU64::new(0));
@@ -587,9 +775,9 @@ impl Upstream {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
-                    let requests = Arc::clone(&requests);
+                    let (requests, name) = (Arc::clone(&requests), Arc::clone(&name));
                     std::thread::spawn(move || {
-                        let _ = serve_connection(conn, &requests);
+                        let _ = serve_connection(conn, &requests, &name);
                     });
                 }
             })
@@ -624,7 +812,7 @@ impl Drop for Upstream {
 }
 
 /// Serves keep-alive requests on one connection until the peer closes or goes idle.
-fn serve_connection(conn: TcpStream, requests: &AtomicU64) -> io::Result<()> {
+fn serve_connection(conn: TcpStream, requests: &AtomicU64, name: &str) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(conn.try_clone()?).take(u64::MAX);
     let mut writer = conn;
@@ -654,7 +842,7 @@ fn serve_connection(conn: TcpStream, requests: &AtomicU64) -> io::Result<()> {
         io::copy(&mut reader, &mut io::sink())?;
         requests.fetch_add(1, Ordering::SeqCst);
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-upstream: 1\r\ncontent-length: {}\r\n\r\n{}",
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n{UPSTREAM_HEADER}: {name}\r\ncontent-length: {}\r\n\r\n{}",
             Upstream::BODY.len(),
             Upstream::BODY
         );

@@ -2,16 +2,23 @@
 //!
 //! - [`EtcdServer`]: a real etcd on free loopback ports with a fresh data dir, stopped by PID
 //!   on drop; `restart` keeps ports and data.
+//! - [`envoy`]: a real Envoy with the real plugin, a named upstream, HTTP clients (one-shot and
+//!   keep-alive).
+//! - [`mesh`]: the local mesh (control plane processes plus workloads of Envoy replicas) used by
+//!   the `mesh_*` scenarios, the `boifi-demo` binary and the `bench-plugin` benchmark.
 //! - [`free_port`]: a loopback port that was free a moment ago.
 //! - [`wait_until`] / [`wait_until_async`]: poll a condition until it holds or a deadline passes,
 //!   instead of sleeping and hoping.
 //!
-//! The behaviour suite for the policy stores lives in `tests/store_suite.rs`.
+//! The behaviour suite for the policy stores lives in `tests/store_suite.rs`; the end-to-end
+//! scenarios on the local mesh in `tests/mesh_*.rs`.
 
 #![forbid(unsafe_code)]
 
 pub mod envoy;
 mod etcd;
+pub mod mesh;
+pub mod prometheus;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};

@@ -52,6 +52,9 @@ never collapse into one name.
 {{- define "boifi.plugin.fullname" -}}
 {{- include "boifi.componentName" (list . "plugin") }}
 {{- end }}
+{{- define "boifi.plugin.statsName" -}}
+{{- include "boifi.componentName" (list . "plugin-stats") }}
+{{- end }}
 {{- define "boifi.tokens.fullname" -}}
 {{- include "boifi.componentName" (list . "tokens") }}
 {{- end }}

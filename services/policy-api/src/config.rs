@@ -14,11 +14,11 @@
 
 use std::path::PathBuf;
 
-use boifi_store::{normalize_prefix, StoreSettings};
+use boifi_store::StoreSettings;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
-pub const DEFAULT_DATA_DIR: &str = "./boifi-data";
+pub use boifi_store::DEFAULT_DATA_DIR;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -89,15 +89,15 @@ impl Config {
             reason,
         })?;
 
-        let etcd_endpoints = parse_endpoints(set(raw.etcd_endpoints).as_deref())?;
-        let etcd_prefix = normalize_prefix(set(raw.etcd_prefix).as_deref().unwrap_or(""));
-        if etcd_prefix.chars().any(char::is_whitespace) {
-            return Err(ConfigError::Invalid {
-                var: "BOIFI_ETCD_PREFIX",
-                reason: "must not contain whitespace".to_owned(),
-            });
-        }
-        let data_dir = PathBuf::from(set(raw.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+        let store = StoreSettings::from_values(
+            raw.etcd_endpoints.as_deref(),
+            raw.etcd_prefix.as_deref(),
+            raw.data_dir.as_deref(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            var: e.var,
+            reason: e.reason,
+        })?;
 
         let auth_disabled = match set(raw.auth_disabled).as_deref().map(str::trim) {
             None => false,
@@ -119,11 +119,7 @@ impl Config {
 
         Ok(Config {
             listen_addr,
-            store: StoreSettings {
-                etcd_endpoints,
-                etcd_prefix,
-                data_dir,
-            },
+            store,
             auth,
         })
     }
@@ -137,26 +133,6 @@ fn check_host_port(addr: &str) -> Result<(), String> {
         return Err(expected());
     }
     Ok(())
-}
-
-fn parse_endpoints(list: Option<&str>) -> Result<Vec<String>, ConfigError> {
-    let Some(list) = list else {
-        return Ok(Vec::new());
-    };
-    list.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            if e.chars().any(char::is_whitespace) {
-                Err(ConfigError::Invalid {
-                    var: "BOIFI_ETCD_ENDPOINTS",
-                    reason: format!("endpoint `{}` contains whitespace", e.escape_default()),
-                })
-            } else {
-                Ok(e.to_owned())
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -51,11 +51,12 @@ pub mod server;
 mod state;
 
 pub use auth::{Auth, Principal, Reader, Role, Writer};
+pub use boifi_store::{Clock, ManualClock, SystemClock};
 pub use config::{AuthConfig, Config, ConfigError};
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
 pub use openapi::ApiDoc;
-pub use state::{AppState, Clock, ManualClock, SystemClock};
+pub use state::AppState;
 
 /// Register the shared state, the extractor settings and every policy-api route.
 pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {

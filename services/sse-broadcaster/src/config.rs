@@ -15,14 +15,13 @@
 //! | `BOIFI_POLL_WAIT_MS` | `30000` | long-poll wait when the request gives no `wait_ms` |
 //! | `BOIFI_POLL_MAX_WAIT_MS` | `60000` | upper bound of `wait_ms` |
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use boifi_store::{normalize_prefix, StoreSettings};
+use boifi_store::StoreSettings;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8081";
-pub const DEFAULT_DATA_DIR: &str = "./boifi-data";
+pub use boifi_store::DEFAULT_DATA_DIR;
 
 /// Tunables of a running broadcaster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,12 +119,15 @@ impl Config {
             var: "BOIFI_LISTEN_ADDR",
             reason,
         })?;
-        let etcd_endpoints = set(raw.etcd_endpoints)
-            .map(|list| parse_endpoints(&list))
-            .transpose()?
-            .unwrap_or_default();
-        let etcd_prefix = normalize_prefix(set(raw.etcd_prefix).as_deref().unwrap_or(""));
-        let data_dir = PathBuf::from(set(raw.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+        let store = StoreSettings::from_values(
+            raw.etcd_endpoints.as_deref(),
+            raw.etcd_prefix.as_deref(),
+            raw.data_dir.as_deref(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            var: e.var,
+            reason: e.reason,
+        })?;
 
         let defaults = Settings::default();
         let number =
@@ -205,11 +207,7 @@ impl Config {
         }
         Ok(Config {
             listen_addr,
-            store: StoreSettings {
-                etcd_endpoints,
-                etcd_prefix,
-                data_dir,
-            },
+            store,
             settings,
         })
     }
@@ -230,25 +228,10 @@ fn check_host_port(addr: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_endpoints(list: &str) -> Result<Vec<String>, ConfigError> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            if e.chars().any(char::is_whitespace) {
-                Err(ConfigError::Invalid {
-                    var: "BOIFI_ETCD_ENDPOINTS",
-                    reason: format!("endpoint `{}` contains whitespace", e.escape_default()),
-                })
-            } else {
-                Ok(e.to_owned())
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {

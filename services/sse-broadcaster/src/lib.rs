@@ -9,7 +9,7 @@
 //! - [`run`]: serves a bound listener until a shutdown future completes.
 //! - [`Config`]: `BOIFI_*` settings parsed from key/value pairs; [`Settings`]: the tunables.
 //! - [`Clock`]: the wall clock rule expiry is measured against ([`SystemClock`],
-//!   [`ManualClock`] for tests).
+//!   [`ManualClock`] for tests); re-exported from `boifi_store`, which policy-api shares.
 //! - [`Filter`]: which policies a client may receive (`namespace`, `service`, `labels`).
 //!
 //! Inside: `watcher` (one store watch with backoff, resume and compaction reload; expiry
@@ -18,7 +18,6 @@
 
 #![forbid(unsafe_code)]
 
-mod clock;
 mod config;
 mod error;
 mod filter;
@@ -34,7 +33,7 @@ mod watcher;
 #[cfg(test)]
 mod test_support;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use boifi_store::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError, Settings, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR};
 pub use error::{RequestError, StartError};
 pub use filter::{FieldProblem, Filter};

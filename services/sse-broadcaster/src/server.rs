@@ -6,11 +6,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpRequest, HttpServer};
-use boifi_store::PolicyStore;
+use boifi_store::{Clock, PolicyStore};
 use prometheus::Registry;
 use tokio::task::JoinHandle;
 
-use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::{RequestError, StartError};
 use crate::hub::Hub;

@@ -14,11 +14,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use boifi_store::{PolicyStore, Revision, Snapshot, StoreError, WatchEvent, WatchStream};
+use boifi_store::{Clock, PolicyStore, Revision, Snapshot, StoreError, WatchEvent, WatchStream};
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use crate::clock::Clock;
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::model::Model;

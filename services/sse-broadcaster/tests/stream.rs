@@ -110,6 +110,7 @@ fn long_poll_answers_at_once_when_behind_and_waits_when_current() {
         None,
     );
     let r1 = services.put(&policy("a", "reviews", 0));
+    services.wait_broadcaster_at(r1);
 
     // No revision, or behind: a snapshot at once.
     for query in [
@@ -283,16 +284,9 @@ fn now_ms() -> u64 {
 #[test]
 fn expired_rules_leave_the_stream_at_their_expiry_time() {
     const T0: u64 = 1_704_067_200_000;
-    let api_clock = Arc::new(boifi_policy_api::ManualClock::new(T0));
+    // One clock for both: policy-api stamps the expiry times, the broadcaster applies them.
     let clock = Arc::new(ManualClock::new(T0));
-    let set = |ms: u64| {
-        api_clock.set(ms);
-        clock.set(ms);
-    };
-    let services = Services::embedded(
-        Settings::default(),
-        Some((api_clock.clone(), clock.clone())),
-    );
+    let services = Services::embedded(Settings::default(), Some(clock.clone()));
     let addr = services.broadcaster();
     let mut client = open_stream(addr, "service=reviews", None);
     assert_eq!(next_event(&mut client).name(), "snapshot");
@@ -310,12 +304,12 @@ fn expired_rules_leave_the_stream_at_their_expiry_time() {
     );
 
     // Just before: nothing expires (the next event is the next change).
-    set(T0 + 59_999);
+    clock.set(T0 + 59_999);
     let r2 = services.put(&policy("marker", "reviews", 0));
     assert_eq!(next_event(&mut client).revision(), r2);
 
     // At the first rule's expiry: the policy without it, with the current revision as id.
-    set(T0 + 60_000);
+    clock.set(T0 + 60_000);
     let event = next_event(&mut client);
     assert_eq!((event.name(), event.revision()), ("policy", r2));
     let data = event.json();
@@ -328,7 +322,7 @@ fn expired_rules_leave_the_stream_at_their_expiry_time() {
     assert_eq!(data["status"]["revision"], r1);
 
     // At the last rule's expiry: gone.
-    set(T0 + 120_000);
+    clock.set(T0 + 120_000);
     assert_eq!(
         next_event(&mut client).summary(),
         ("delete".into(), r2, "p".into())

@@ -6,11 +6,15 @@
 //! - [`EmbeddedStore`]: single-machine backend, one file under a data directory, written
 //!   atomically so a crash leaves the old or the new state, never a torn one.
 //! - [`open_store`]: picks and opens one of them from [`StoreSettings`] (what every binary
-//!   calls); [`normalize_prefix`] cleans up an etcd key prefix.
+//!   calls; [`StoreSettings::from_values`] parses the `BOIFI_*` store variables);
+//!   [`normalize_prefix`] cleans up an etcd key prefix.
+//! - [`Clock`]: the server clock policies are stamped and expired by ([`SystemClock`], and
+//!   [`ManualClock`] for tests); policy-api and the sse-broadcaster share it from here.
 
 #![forbid(unsafe_code)]
 
 mod api;
+mod clock;
 mod embedded;
 mod error;
 mod etcd;
@@ -20,7 +24,11 @@ pub use api::{
     Change, PolicyStore, Precondition, PutOutcome, Revision, Snapshot, StoredPolicy, WatchEvent,
     WatchStream,
 };
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedStore, HISTORY_EVENTS};
 pub use error::StoreError;
 pub use etcd::{EtcdConfig, EtcdStore, MAX_VALUE_BYTES};
-pub use open::{normalize_prefix, open_store, StoreSettings, DEFAULT_ETCD_PREFIX};
+pub use open::{
+    normalize_prefix, open_store, SettingsError, StoreSettings, DEFAULT_DATA_DIR,
+    DEFAULT_ETCD_PREFIX,
+};

@@ -3,12 +3,11 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use boifi_policy::Policy;
-use boifi_store::{Change, Precondition, PutOutcome, StoredPolicy};
+use boifi_store::{Change, ManualClock, Precondition, PutOutcome, StoredPolicy, SystemClock};
 use prometheus::Registry;
 use tokio::sync::{broadcast, mpsc};
 
 use super::*;
-use crate::clock::{ManualClock, SystemClock};
 use crate::filter::Filter;
 use crate::hub::RingItem;
 use crate::metrics::Metrics;

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boifi_policy_api::{AppState, Auth};
-use boifi_sse_broadcaster::{Broadcaster, Clock, Settings};
+use boifi_sse_broadcaster::{Broadcaster, Clock, Settings, SystemClock};
 use boifi_store::{open_store, PolicyStore, StoreSettings};
 use serde_json::{json, Value};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use boifi_tests::wait_until;
 pub use http::{call, request, Block, Response};
 
 /// Generous: the suite runs in parallel on two cores, next to etcd.
@@ -83,18 +84,16 @@ fn bind(port: u16) -> TcpListener {
 }
 
 impl Services {
-    /// Starts both services on the embedded store in a fresh temp dir.
-    pub fn embedded(
-        settings: Settings,
-        clocks: Option<(Arc<dyn boifi_policy_api::Clock>, Arc<dyn Clock>)>,
-    ) -> Services {
+    /// Starts both services on the embedded store in a fresh temp dir, on `clock` (default: the
+    /// system clock): policy-api stamps expiry times by it and the broadcaster applies them by it.
+    pub fn embedded(settings: Settings, clock: Option<Arc<dyn Clock>>) -> Services {
         let dir = tempfile::tempdir().expect("temp dir");
         let store_settings = StoreSettings {
             etcd_endpoints: Vec::new(),
             etcd_prefix: String::new(),
             data_dir: dir.path().to_path_buf(),
         };
-        Self::start(store_settings, Backend::Embedded(dir), settings, clocks)
+        Self::start(store_settings, Backend::Embedded(dir), settings, clock)
     }
 
     /// Starts both services on etcd at `endpoint`, under a prefix of their own.
@@ -116,7 +115,7 @@ impl Services {
         store_settings: StoreSettings,
         backend: Backend,
         settings: Settings,
-        clocks: Option<(Arc<dyn boifi_policy_api::Clock>, Arc<dyn Clock>)>,
+        clock: Option<Arc<dyn Clock>>,
     ) -> Services {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -126,16 +125,10 @@ impl Services {
         let store = runtime
             .block_on(open_store(&store_settings))
             .expect("open store");
-        let (api_clock, clock): (Arc<dyn boifi_policy_api::Clock>, Arc<dyn Clock>) = clocks
-            .unwrap_or_else(|| {
-                (
-                    Arc::new(boifi_policy_api::SystemClock),
-                    Arc::new(boifi_sse_broadcaster::SystemClock),
-                )
-            });
+        let clock: Arc<dyn Clock> = clock.unwrap_or_else(|| Arc::new(SystemClock));
         let state = AppState::new(store.clone(), Auth::disabled())
             .expect("api state")
-            .with_clock(api_clock);
+            .with_clock(clock.clone());
         let listener = bind(0);
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -218,6 +211,21 @@ impl Services {
 
     /// Creates or replaces a policy through policy-api; returns its revision. Retries while
     /// the API answers 503 (the store is reconnecting).
+    /// Waits until the broadcaster serves `revision` (a write through the API returns before
+    /// the broadcaster's watch has delivered it).
+    pub fn wait_broadcaster_at(&self, revision: u64) {
+        let at = wait_until(deadline(), || {
+            call(self.broadcaster(), "GET", "/v1/ready", None, deadline()).is_ok_and(
+                |(status, body)| {
+                    status == 200
+                        && serde_json::from_str::<Value>(&body)
+                            .is_ok_and(|v| v["revision"].as_u64() >= Some(revision))
+                },
+            )
+        });
+        assert!(at, "broadcaster at revision {revision} within the deadline");
+    }
+
     pub fn put(&self, policy: &Value) -> u64 {
         let body = policy.to_string();
         let deadline = deadline();
@@ -293,19 +301,6 @@ impl Drop for Services {
                 eprintln!("cleanup: {e}");
             }
         }
-    }
-}
-
-/// Polls `condition` until it holds or `deadline` passes.
-pub fn wait_until(deadline: Instant, mut condition: impl FnMut() -> bool) -> bool {
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

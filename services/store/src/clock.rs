@@ -1,16 +1,18 @@
-//! Wall-clock time for rule expiry, passed in so tests control it.
+//! The server clock policies are stamped and expired by.
 //!
-//! Expiry times (`status.rules[].expires_at_ms`) are Unix milliseconds stamped by policy-api,
-//! so the broadcaster compares them with a wall clock, not with a monotonic one. A clock also
-//! knows how to wait for a moment: the system clock sleeps, the manual clock waits until a test
-//! moves it.
+//! policy-api stamps `status` (`created_at_ms`, each rule's `expires_at_ms`) from it and the
+//! sse-broadcaster drops expired rules by it, so both take the same type and a test can hand
+//! both the same [`ManualClock`]. The times are Unix milliseconds that sidecars on other hosts
+//! compare with their own wall clocks, so this is a wall clock, not a monotonic one. A clock
+//! also knows how to wait for a moment: the system clock sleeps, the manual clock waits until a
+//! test moves it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
-/// Unix-millisecond time source used for rule expiry.
+/// Unix-millisecond time source of the BOIFI servers.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
 
@@ -107,6 +109,13 @@ mod tests {
             .await
             .expect("sleeper wakes at its deadline");
         assert!(clock.sleep_until_ms(10).now_or_never().is_some());
+    }
+
+    #[test]
+    fn manual_clock_saturates_instead_of_wrapping() {
+        let clock = ManualClock::new(u64::MAX - 1);
+        clock.advance_ms(5);
+        assert_eq!(clock.now_ms(), u64::MAX);
     }
 
     #[tokio::test]

@@ -1,0 +1,686 @@
+//! `bench-plugin`: what the BOIFI plugin costs a request, and how fast a policy change is
+//! enforced by every sidecar. A benchmark, not a test: it prints numbers (a Markdown table for
+//! `docs/benchmarks.md`) and checks nothing but the budgets it reports against.
+//!
+//! Cost: four Envoys (`--concurrency 1`, pinned to CPU 0, every route a `direct_response`, so
+//! Envoy is the only server) differ only in their HTTP filters:
+//! - `base`: router only;
+//! - `fault`: Envoy's native fault filter with an abort and a delay at 0% (idle);
+//! - `plugin-0`: the BOIFI plugin, no policy selecting this workload;
+//! - `plugin-100`: the BOIFI plugin with 100 policies (`--policies`) selecting this workload,
+//!   none matching
+//!   the benchmark's requests (so every request is checked against all of them).
+//!
+//! The load runs on CPU 1. In each round every variant is measured in turn (order rotated per
+//! round): latency over one keep-alive connection (each request timed), then Envoy CPU per
+//! request under closed-loop load on several connections (Envoy's CPU time from
+//! `/proc/<pid>/task/*/schedstat` divided by the requests served). Added costs are
+//! differences within the same round; the report shows the median over rounds.
+//!
+//! Propagation: `boifi serve` plus 3 workloads x 2 replicas with the plugin's default poll
+//! settings; a policy selecting everyone is changed repeatedly (a new abort status each time)
+//! and every sidecar is probed until it answers with the new status.
+//!
+//! Build and run (release; `boifi` must sit next to this binary):
+//! `cargo build --release --bin boifi --bin bench-plugin && target/release/bench-plugin`
+
+use std::collections::BTreeMap;
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use boifi_tests::envoy::{plugin_wasm, Envoy, KeepAliveClient, LaunchOptions};
+use boifi_tests::mesh::{ControlPlane, ControlPlaneKind, MeshBuilder, Req, WorkloadSpec};
+use boifi_tests::wait_until;
+use serde_json::json;
+
+const USAGE: &str =
+    "usage: bench-plugin [--rounds N] [--requests N] [--seconds S] [--changes N] [--policies N]
+  --rounds N    interleaved rounds (default 5)
+  --requests N  timed requests per variant and round, one connection (default 5000)
+  --seconds S   seconds of closed-loop load per variant and round (default 2)
+  --changes N   policy changes for the propagation measurement (default 50)
+  --policies N  policies loaded in the `plugin-100` variant (default 100)";
+
+const ENVOY_CPU: &str = "0";
+const LOAD_CPU: &str = "1";
+const LOAD_CONNECTIONS: usize = 4;
+const DEFAULT_POLICIES: usize = 100;
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// The plugin's stat holding how many policies select the workload.
+const POLICIES_ACTIVE: &str = "wasmcustom.boifi_policies_active";
+
+#[derive(Debug)]
+struct Args {
+    rounds: usize,
+    requests: usize,
+    seconds: u64,
+    changes: usize,
+    policies: usize,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args {
+        rounds: 5,
+        requests: 5000,
+        seconds: 2,
+        changes: 50,
+        policies: DEFAULT_POLICIES,
+    };
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let mut number = |name: &str| -> Result<u64, String> {
+            let value = args.next().ok_or(format!("{name} needs a value"))?;
+            match value.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("{name}: `{value}` is not a positive whole number")),
+            }
+        };
+        match arg.as_str() {
+            "--rounds" => parsed.rounds = number("--rounds")? as usize,
+            "--requests" => parsed.requests = number("--requests")?.max(100) as usize,
+            "--seconds" => parsed.seconds = number("--seconds")?,
+            "--changes" => parsed.changes = number("--changes")? as usize,
+            "--policies" => parsed.policies = number("--policies")?.min(1000) as usize,
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(parsed)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench-plugin: {e}\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-plugin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return Err("needs 2 CPUs (Envoy on one, the load on the other)".into());
+    }
+    let plugin_size = std::fs::metadata(plugin_wasm()?)
+        .map_err(|e| format!("plugin: {e}"))?
+        .len();
+    println!(
+        "plugin module: {plugin_size} bytes; Envoy pinned to CPU {ENVOY_CPU}, load on CPU {LOAD_CPU}"
+    );
+    let cost = measure_cost(args)?;
+    let propagation = measure_propagation(args.changes)?;
+    report(args, plugin_size, &cost, &propagation);
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Variant {
+    Base,
+    Fault,
+    Plugin0,
+    Plugin100,
+}
+
+impl Variant {
+    const ALL: [Variant; 4] = [
+        Variant::Base,
+        Variant::Fault,
+        Variant::Plugin0,
+        Variant::Plugin100,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Base => "base (router only)",
+            Variant::Fault => "native fault filter, idle",
+            Variant::Plugin0 => "plugin, 0 policies",
+            Variant::Plugin100 => "plugin, --policies loaded, none matching",
+        }
+    }
+
+    /// The workload identity (node metadata) of the plugin variants.
+    fn workload(self) -> &'static str {
+        match self {
+            Variant::Plugin100 => "loaded",
+            _ => "idle",
+        }
+    }
+}
+
+/// One variant's figures in one round.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    p50_us: f64,
+    p99_us: f64,
+    cpu_us_per_request: f64,
+    requests_per_s: f64,
+}
+
+const CONFIG: &str = r#"
+node:
+  id: "sidecar~127.0.0.1~{{WORKLOAD}}"
+  cluster: "{{WORKLOAD}}.bench"
+  metadata:
+    WORKLOAD_NAME: "{{WORKLOAD}}"
+    NAMESPACE: "bench"
+    LABELS: {app: "{{WORKLOAD}}"}
+admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: {{ADMIN_PORT}} }
+static_resources:
+  listeners:
+  - name: bench
+    address:
+      socket_address: { address: 127.0.0.1, port_value: {{LISTEN_PORT}} }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            name: bench
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                direct_response: { status: 200, body: { inline_string: "ok" } }
+          http_filters:
+{{FILTERS}}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: boifi-broadcaster
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: boifi-broadcaster
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: {{BROADCASTER_PORT}} }
+"#;
+
+const FAULT_FILTER: &str = r#"          - name: envoy.filters.http.fault
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+              abort:
+                http_status: 503
+                percentage: { numerator: 0, denominator: HUNDRED }
+              delay:
+                fixed_delay: 1s
+                percentage: { numerator: 0, denominator: HUNDRED }"#;
+
+const PLUGIN_FILTER: &str = r#"          - name: boifi
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: boifi
+                failure_policy: FAIL_OPEN
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{"broadcaster_cluster":"boifi-broadcaster","broadcaster_authority":"boifi-broadcaster"}'
+                vm_config:
+                  vm_id: boifi
+                  runtime: envoy.wasm.runtime.v8
+                  code:
+                    local: { filename: "{{PLUGIN_PATH}}" }"#;
+
+/// The Envoy configuration of `variant`.
+fn render(variant: Variant, plugin: &str, listen: u16, admin: u16, broadcaster: u16) -> String {
+    let filters = match variant {
+        Variant::Base => "",
+        Variant::Fault => FAULT_FILTER,
+        Variant::Plugin0 | Variant::Plugin100 => PLUGIN_FILTER,
+    };
+    CONFIG
+        .replace("{{FILTERS}}", filters)
+        .replace("{{PLUGIN_PATH}}", plugin)
+        .replace("{{WORKLOAD}}", variant.workload())
+        .replace("{{LISTEN_PORT}}", &listen.to_string())
+        .replace("{{ADMIN_PORT}}", &admin.to_string())
+        .replace("{{BROADCASTER_PORT}}", &broadcaster.to_string())
+}
+
+fn start_variant(variant: Variant, broadcaster_port: u16) -> Result<Envoy, String> {
+    let plugin = plugin_wasm()?.display().to_string();
+    let options = LaunchOptions {
+        concurrency: 1,
+        cpus: Some(ENVOY_CPU.into()),
+    };
+    Ok(Envoy::start_with(&options, |listen, admin| {
+        Ok(render(variant, &plugin, listen, admin, broadcaster_port))
+    }))
+}
+
+/// Pins the calling thread to `cpus` (`taskset` on the thread's id).
+fn pin_current_thread(cpus: &str) -> Result<(), String> {
+    let link = std::fs::read_link("/proc/thread-self").map_err(|e| format!("thread id: {e}"))?;
+    let tid = link
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("thread id: unexpected /proc/thread-self")?
+        .to_owned();
+    let status = Command::new("taskset")
+        .args(["-p", "-c", cpus, &tid])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("taskset -p -c {cpus} {tid}: {status}"))
+    }
+}
+
+/// `n` policies that select workload `bench/loaded` and never match `GET /bench`: each needs
+/// its own path prefix and header, like real experiments on other routes.
+fn loaded_policies(n: usize) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| {
+            json!({
+                "metadata": {"name": format!("bench-{i:03}")},
+                "spec": {
+                    "selector": {"namespace": "bench", "service": "loaded"},
+                    "rules": [{
+                        "match": {
+                            "method": {"exact": "GET"},
+                            "path": {"prefix": format!("/route-{i}/")},
+                            "headers": [{"name": "x-user", "exact": format!("user-{i}")}]
+                        },
+                        "fault": {"percentage": 50, "abort": {"httpStatus": 503}}
+                    }]
+                }
+            })
+        })
+        .collect()
+}
+
+type CostSamples = BTreeMap<Variant, Vec<Sample>>;
+
+fn measure_cost(args: &Args) -> Result<CostSamples, String> {
+    let control = ControlPlane::start(ControlPlaneKind::Serve, None)?;
+    let mut last_revision = 0;
+    for policy in loaded_policies(args.policies) {
+        last_revision = control.put_policy(&policy)?.revision;
+    }
+    let broadcaster = control.stream_addr().port();
+    let envoys: Vec<(Variant, Envoy)> = Variant::ALL
+        .iter()
+        .map(|&v| start_variant(v, broadcaster).map(|e| (v, e)))
+        .collect::<Result<_, _>>()?;
+    for (variant, envoy) in &envoys {
+        let expected = match variant {
+            Variant::Plugin100 => Some(args.policies as u64),
+            Variant::Plugin0 => Some(0),
+            _ => None,
+        };
+        if let Some(expected) = expected {
+            let ready = wait_until(Instant::now() + Duration::from_secs(30), || {
+                envoy.stat("wasmcustom.boifi_config_revision") >= Some(last_revision)
+                    && envoy.stat(POLICIES_ACTIVE) == Some(expected)
+            });
+            if !ready {
+                return Err(format!(
+                    "{}: plugin holds {:?} policies, expected {expected}",
+                    variant.name(),
+                    envoy.stat(POLICIES_ACTIVE)
+                ));
+            }
+        }
+    }
+    let mut samples: CostSamples = BTreeMap::new();
+    for round in 0..args.rounds {
+        for k in 0..envoys.len() {
+            let (variant, envoy) = &envoys[(k + round) % envoys.len()];
+            let sample = measure_one(envoy, args)?;
+            eprintln!(
+                "round {} {:<38} p50 {:>6.1} us  p99 {:>6.1} us  cpu {:>5.2} us/req  {:>6.0} req/s",
+                round + 1,
+                variant.name(),
+                sample.p50_us,
+                sample.p99_us,
+                sample.cpu_us_per_request,
+                sample.requests_per_s
+            );
+            samples.entry(*variant).or_default().push(sample);
+        }
+    }
+    // Nothing faulted: the policies really did not match.
+    for (variant, envoy) in &envoys {
+        let faults = envoy
+            .admin_get("/stats?filter=boifi_faults_injected")
+            .unwrap_or_default();
+        if faults.lines().any(|l| !l.ends_with(": 0") && !l.is_empty()) {
+            return Err(format!(
+                "{}: faults were injected: {faults}",
+                variant.name()
+            ));
+        }
+    }
+    drop(envoys);
+    drop(control);
+    Ok(samples)
+}
+
+fn measure_one(envoy: &Envoy, args: &Args) -> Result<Sample, String> {
+    let (p50_us, p99_us) = std::thread::scope(|scope| {
+        scope
+            .spawn(|| latency(envoy, args.requests))
+            .join()
+            .map_err(|_| "latency thread panicked".to_owned())?
+    })?;
+    let (cpu_us_per_request, requests_per_s) = throughput(envoy, args.seconds)?;
+    Ok(Sample {
+        p50_us,
+        p99_us,
+        cpu_us_per_request,
+        requests_per_s,
+    })
+}
+
+/// p50 and p99 in us of `n` sequential requests over one keep-alive connection.
+fn latency(envoy: &Envoy, n: usize) -> Result<(f64, f64), String> {
+    pin_current_thread(LOAD_CPU)?;
+    let mut client = KeepAliveClient::new(envoy.addr(), TIMEOUT);
+    let send = |client: &mut KeepAliveClient| -> Result<Duration, String> {
+        let start = Instant::now();
+        let r = client
+            .request("GET", "/bench", &[("x-user", "bench")], None)
+            .map_err(|e| format!("request: {e}"))?;
+        let elapsed = start.elapsed();
+        if r.status != 200 {
+            return Err(format!("status {}", r.status));
+        }
+        Ok(elapsed)
+    };
+    for _ in 0..n / 10 {
+        send(&mut client)?;
+    }
+    let mut times = (0..n)
+        .map(|_| send(&mut client))
+        .collect::<Result<Vec<_>, _>>()?;
+    times.sort_unstable();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
+    Ok((at(0.50), at(0.99)))
+}
+
+/// Envoy CPU time per request (us) and requests per second under closed-loop load.
+fn throughput(envoy: &Envoy, seconds: u64) -> Result<(f64, f64), String> {
+    let stop = AtomicBool::new(false);
+    let served = AtomicU64::new(0);
+    let started = AtomicU64::new(0);
+    let result = std::thread::scope(|scope| -> Result<(f64, f64), String> {
+        let workers: Vec<_> = (0..LOAD_CONNECTIONS)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), String> {
+                    pin_current_thread(LOAD_CPU)?;
+                    let mut client = KeepAliveClient::new(envoy.addr(), TIMEOUT);
+                    started.fetch_add(1, Ordering::SeqCst);
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = client
+                            .request("GET", "/bench", &[("x-user", "bench")], None)
+                            .map_err(|e| format!("request: {e}"))?;
+                        if r.status != 200 {
+                            return Err(format!("status {}", r.status));
+                        }
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let all_started = wait_until(Instant::now() + TIMEOUT, || {
+            started.load(Ordering::SeqCst) == LOAD_CONNECTIONS as u64
+        });
+        // Warm up, then measure a window; every figure comes from inside it.
+        let warm = Instant::now() + Duration::from_millis(300);
+        wait_until(warm, || Instant::now() >= warm);
+        let (cpu0, n0, t0) = (
+            envoy.cpu_time(),
+            served.load(Ordering::SeqCst),
+            Instant::now(),
+        );
+        let end = t0 + Duration::from_secs(seconds);
+        wait_until(end, || Instant::now() >= end);
+        let (cpu1, n1, elapsed) = (
+            envoy.cpu_time(),
+            served.load(Ordering::SeqCst),
+            t0.elapsed(),
+        );
+        stop.store(true, Ordering::SeqCst);
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| "load thread panicked".to_owned())??;
+        }
+        if !all_started {
+            return Err("load threads did not start".into());
+        }
+        let (Some(cpu0), Some(cpu1)) = (cpu0, cpu1) else {
+            return Err("cannot read Envoy's CPU time".into());
+        };
+        let requests = (n1 - n0).max(1) as f64;
+        Ok((
+            (cpu1 - cpu0).as_secs_f64() * 1e6 / requests,
+            requests / elapsed.as_secs_f64(),
+        ))
+    })?;
+    Ok(result)
+}
+
+/// Per change, the time from sending the write to the last sidecar enforcing it.
+struct Propagation {
+    sidecars: usize,
+    /// Until every sidecar enforced the change.
+    all: Vec<Duration>,
+    /// Until each sidecar enforced it (sidecars x changes).
+    each: Vec<Duration>,
+    /// The API's answer to the write.
+    write: Vec<Duration>,
+}
+
+fn measure_propagation(changes: usize) -> Result<Propagation, String> {
+    let mut builder = MeshBuilder::new(ControlPlaneKind::Serve)
+        // The plugin's defaults (30 s long poll, 250 ms..30 s backoff), as deployed.
+        .plugin_config(r#"{"broadcaster_cluster":"boifi-broadcaster","broadcaster_authority":"boifi-broadcaster"}"#);
+    for name in ["productpage", "reviews", "ratings"] {
+        builder = builder.workload(WorkloadSpec::new("demo", name));
+    }
+    let mesh = builder.start()?;
+    let replicas: Vec<_> = mesh.replicas().collect();
+    let probe = Req::get("/propagation");
+    let mut result = Propagation {
+        sidecars: replicas.len(),
+        all: Vec::new(),
+        each: Vec::new(),
+        write: Vec::new(),
+    };
+    for i in 0..changes {
+        let status = 520 + (i % 40) as u16;
+        let policy = json!({
+            "metadata": {"name": "propagation"},
+            "spec": {"rules": [{"match": {"path": {"exact": "/propagation"}}, "fault": {"abort": {"httpStatus": status}}}]}
+        });
+        let start = Instant::now();
+        mesh.put_policy(&policy)?;
+        result.write.push(start.elapsed());
+        let mut pending: Vec<usize> = (0..replicas.len()).collect();
+        let deadline = start + Duration::from_secs(30);
+        while !pending.is_empty() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "change {i}: sidecars {pending:?} never enforced it"
+                ));
+            }
+            pending.retain(|&k| {
+                let enforced = replicas[k]
+                    .request(&probe)
+                    .is_ok_and(|r| r.status == status);
+                if enforced {
+                    result.each.push(start.elapsed());
+                }
+                !enforced
+            });
+        }
+        result.all.push(start.elapsed());
+    }
+    Ok(result)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn quantile_ms(values: &[Duration], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3
+}
+
+fn report(args: &Args, plugin_size: u64, cost: &CostSamples, propagation: &Propagation) {
+    let med = |v: Variant, f: fn(&Sample) -> f64| median(cost[&v].iter().map(f).collect());
+    // Differences within a round, then the median over rounds.
+    let added = |v: Variant, against: Variant, f: fn(&Sample) -> f64| {
+        median(
+            cost[&v]
+                .iter()
+                .zip(&cost[&against])
+                .map(|(a, b)| f(a) - f(b))
+                .collect(),
+        )
+    };
+    println!(
+        "\n### Cost per request ({} rounds; latency: {} requests on 1 connection; CPU: {} s at {} connections)\n",
+        args.rounds, args.requests, args.seconds, LOAD_CONNECTIONS
+    );
+    println!("| variant | p50 | p99 | added p50 / p99 vs base | added p50 / p99 vs fault filter | Envoy CPU per request | req/s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for v in Variant::ALL {
+        let vs = |against: Variant| {
+            if v == against {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{:+.1} / {:+.1} us",
+                    added(v, against, |s| s.p50_us),
+                    added(v, against, |s| s.p99_us)
+                )
+            }
+        };
+        println!(
+            "| {} | {:.1} us | {:.1} us | {} | {} | {:.2} us | {:.0} |",
+            v.name(),
+            med(v, |s| s.p50_us),
+            med(v, |s| s.p99_us),
+            vs(Variant::Base),
+            vs(Variant::Fault),
+            med(v, |s| s.cpu_us_per_request),
+            med(v, |s| s.requests_per_s),
+        );
+    }
+    let cpu = |s: &Sample| s.cpu_us_per_request;
+    let fault_added = added(Variant::Fault, Variant::Base, cpu);
+    let plugin_added = added(Variant::Plugin100, Variant::Base, cpu);
+    let plugin0_added = added(Variant::Plugin0, Variant::Base, cpu);
+    let total_ratio = median(
+        cost[&Variant::Plugin100]
+            .iter()
+            .zip(&cost[&Variant::Fault])
+            .map(|(p, f)| p.cpu_us_per_request / f.cpu_us_per_request)
+            .collect(),
+    );
+    let added_p99 = added(Variant::Plugin100, Variant::Base, |s| s.p99_us);
+    println!("\nEnvoy CPU per request, added over base: fault filter {fault_added:+.2} us, plugin with 0 policies {plugin0_added:+.2} us, plugin with {} policies {plugin_added:+.2} us", args.policies);
+    println!(
+        "plugin-100 / fault filter, whole CPU per request: {total_ratio:.2}x (budget <= 3x); added CPU: {:.1}x",
+        plugin_added / fault_added.max(0.01)
+    );
+    println!("plugin-100 added p99 over base: {added_p99:+.1} us (budget < 1000 us, aim < 50 us)");
+    println!(
+        "\n### Propagation ({} changes, {} sidecars, plugin defaults)\n",
+        propagation.all.len(),
+        propagation.sidecars
+    );
+    println!("| from the API write to | p50 | p99 | max |");
+    println!("|---|---:|---:|---:|");
+    for (what, values) in [
+        ("the API's answer", &propagation.write),
+        ("enforcement in each sidecar", &propagation.each),
+        ("enforcement in every sidecar", &propagation.all),
+    ] {
+        println!(
+            "| {what} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            quantile_ms(values, 0.5),
+            quantile_ms(values, 0.99),
+            quantile_ms(values, 1.0)
+        );
+    }
+    println!(
+        "\npropagation p99 {:.1} ms (budget < 1000 ms); plugin module {plugin_size} bytes",
+        quantile_ms(&propagation.all, 0.99)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments() {
+        let parse = |list: &[&str]| parse_args(list.iter().map(|s| (*s).to_owned()));
+        let a = parse(&[]).expect("defaults");
+        assert_eq!(
+            (a.rounds, a.requests, a.seconds, a.changes),
+            (5, 5000, 2, 50)
+        );
+        let a = parse(&["--rounds", "2", "--changes", "3"]).expect("values");
+        assert_eq!((a.rounds, a.changes), (2, 3));
+        assert!(parse(&["--rounds", "0"]).unwrap_err().contains("--rounds"));
+        assert!(parse(&["--seconds"]).unwrap_err().contains("needs a value"));
+        assert!(parse(&["--x"]).unwrap_err().contains("`--x`"));
+    }
+
+    #[test]
+    fn loaded_policies_are_distinct_and_select_the_loaded_workload() {
+        let policies = loaded_policies(DEFAULT_POLICIES);
+        assert_eq!(policies.len(), DEFAULT_POLICIES);
+        let names: std::collections::BTreeSet<_> = policies
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().expect("name").to_owned())
+            .collect();
+        assert_eq!(names.len(), DEFAULT_POLICIES);
+        assert!(policies
+            .iter()
+            .all(|p| p["spec"]["selector"]["service"] == Variant::Plugin100.workload()));
+    }
+
+    #[test]
+    fn every_variant_renders_a_complete_config() {
+        for variant in Variant::ALL {
+            let config = render(variant, "p.wasm", 1, 2, 3);
+            assert!(!config.contains("{{"), "{variant:?}: {config}");
+            assert!(config.contains("port_value: 2 }"), "admin port");
+            let wasm = config.contains("filters.http.wasm.v3.Wasm");
+            let fault = config.contains("filters.http.fault.v3.HTTPFault");
+            let expected = match variant {
+                Variant::Base => (false, false),
+                Variant::Fault => (false, true),
+                Variant::Plugin0 | Variant::Plugin100 => (true, false),
+            };
+            assert_eq!((wasm, fault), expected, "{variant:?}");
+        }
+    }
+}

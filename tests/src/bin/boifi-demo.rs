@@ -1,0 +1,319 @@
+//! `boifi-demo`: BOIFI on a local mesh, to see a fault injected into real traffic.
+//!
+//! Starts `boifi serve` (embedded store, no auth, loopback), two workloads (`demo/reviews`
+//! v2 and `demo/ratings` v1, two Envoy replicas each with the real plugin), sends traffic,
+//! creates the example policy (`docs/examples/reviews-abort.json`) and a delay for ratings
+//! through the API, and prints what the traffic got. Then it keeps running until Ctrl-C, with
+//! curl commands to try more; `--once` exits after the demo instead.
+//!
+//! Needs `scripts/install-deps.sh` (Envoy), `scripts/build-plugin.sh` (the plugin) and the
+//! `boifi` binary built next to this one (`cargo build --bin boifi --bin boifi-demo`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use boifi_tests::mesh::{ControlPlaneKind, Mesh, MeshBuilder, Outcomes, Req, WorkloadSpec};
+use serde_json::{json, Value};
+
+const USAGE: &str = "usage: boifi-demo [--once] [--port PORT]
+  --once       exit after the demo instead of running until Ctrl-C
+  --port PORT  port of the BOIFI API on 127.0.0.1 (default 8080; 0 picks a free one)";
+
+/// The documented example: reviews v2, GET /api* with `x-user: test`, 50%: 200 ms delay, then 503.
+const EXAMPLE_POLICY: &str = include_str!("../../../docs/examples/reviews-abort.json");
+const EXAMPLE_FILE: &str = "docs/examples/reviews-abort.json";
+/// Requests per row of the results table.
+const REQUESTS: usize = 20;
+
+#[derive(Debug)]
+struct Args {
+    once: bool,
+    port: u16,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args {
+        once: false,
+        port: 8080,
+    };
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--once" => parsed.once = true,
+            "--port" => {
+                let value = args.next().ok_or("--port needs a value")?;
+                parsed.port = value
+                    .parse()
+                    .map_err(|_| format!("--port: `{value}` is not a port number"))?;
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(parsed)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("boifi-demo: {e}");
+            }
+            eprintln!("{USAGE}");
+            return if e.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("boifi-demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    println!(
+        "Starting boifi serve and 2 workloads x 2 Envoy replicas (real plugin) on 127.0.0.1 ..."
+    );
+    let mut builder = MeshBuilder::new(ControlPlaneKind::Serve)
+        .workload(WorkloadSpec::new("demo", "reviews").label("version", "v2"))
+        .workload(WorkloadSpec::new("demo", "ratings").label("version", "v1"));
+    if args.port != 0 {
+        builder = builder.api_port(args.port);
+    }
+    let mesh = builder.start()?;
+    print_layout(&mesh);
+
+    println!("\n1. Traffic before any policy:");
+    print_results(&traffic(&mesh));
+
+    let example: Value = serde_json::from_str(EXAMPLE_POLICY)
+        .map_err(|e| format!("{EXAMPLE_FILE} is not JSON: {e}"))?;
+    let delay = json!({
+        "metadata": {"name": "ratings-delay"},
+        "spec": {
+            "selector": {"namespace": "demo", "service": "ratings"},
+            "rules": [{
+                "match": {"path": {"prefix": "/api"}},
+                "fault": {"duration_seconds": 300, "delay": {"fixed_delay_ms": 100}}
+            }]
+        }
+    });
+    println!("\n2. Creating policies through the API (POST /v1/policies):");
+    let written = mesh.apply(&example, &["reviews"])?;
+    println!(
+        "   reviews-abort (from {EXAMPLE_FILE}): reviews v2, GET /api* with x-user: test, 50% \
+         -> 200 ms delay then 503; revision {}",
+        written.revision
+    );
+    let written = mesh.apply(&delay, &["ratings"])?;
+    println!(
+        "   ratings-delay: ratings, /api* -> 100 ms delay; revision {}",
+        written.revision
+    );
+    println!("   every sidecar applied both");
+
+    println!("\n3. The same traffic now:");
+    print_results(&traffic(&mesh));
+    println!(
+        "   reviews with x-user: test: about half delayed 200 ms then 503 (x-boifi-fault: \
+         reviews-abort);\n   reviews without the header and every other request: untouched; \
+         ratings: 100 ms slower, still 200."
+    );
+
+    print_next_steps(&mesh);
+    if args.once {
+        return Ok(());
+    }
+    println!("\nRunning; Ctrl-C stops everything.");
+    wait_for_signal()?;
+    println!("stopping");
+    Ok(())
+}
+
+/// The requests of each results row: (label, workload, request).
+fn rows() -> Vec<(&'static str, &'static str, Req)> {
+    vec![
+        (
+            "reviews  GET /api/products  x-user: test",
+            "reviews",
+            Req::get("/api/products").header("x-user", "test"),
+        ),
+        (
+            "reviews  GET /api/products",
+            "reviews",
+            Req::get("/api/products"),
+        ),
+        (
+            "reviews  GET /health        x-user: test",
+            "reviews",
+            Req::get("/health").header("x-user", "test"),
+        ),
+        (
+            "ratings  GET /api/ratings",
+            "ratings",
+            Req::get("/api/ratings"),
+        ),
+        (
+            "ratings  POST /other",
+            "ratings",
+            Req::new("POST", "/other").body("{}"),
+        ),
+    ]
+}
+
+fn traffic(mesh: &Mesh) -> Vec<(&'static str, Outcomes)> {
+    rows()
+        .into_iter()
+        .map(|(label, workload, req)| (label, mesh.workload(workload).send(REQUESTS, &req)))
+        .collect()
+}
+
+fn print_results(results: &[(&str, Outcomes)]) {
+    println!(
+        "   {:<42} {:>4} {:>5} {:>5} {:>6} {:>14} {:>9} {:>9}",
+        "requests (round-robin over 2 replicas)",
+        "sent",
+        "200",
+        "503",
+        "other",
+        "x-boifi-fault",
+        "p50",
+        "max"
+    );
+    for (label, o) in results {
+        let other = o.sent - o.status(200) - o.status(503);
+        println!(
+            "   {:<42} {:>4} {:>5} {:>5} {:>6} {:>14} {:>9} {:>9}",
+            label,
+            o.sent,
+            o.status(200),
+            o.status(503),
+            other,
+            o.faulted(),
+            ms(o.latency_quantile(0.5)),
+            ms(o.max_latency()),
+        );
+    }
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "-".into(),
+        |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0),
+    )
+}
+
+fn print_layout(mesh: &Mesh) {
+    let control = mesh.control();
+    println!("\nWhere everything listens:");
+    println!(
+        "   BOIFI API + stream (boifi serve)  http://{}   (OpenAPI: /v1/openapi.json)",
+        control.api_addr()
+    );
+    for workload in mesh.workloads() {
+        for replica in workload.replicas() {
+            println!(
+                "   {:<10} Envoy http://{}  admin http://{}  upstream 127.0.0.1:{}",
+                replica.name(),
+                replica.envoy().addr(),
+                replica.envoy().admin_addr(),
+                replica.upstream().port()
+            );
+        }
+    }
+    let pids: Vec<String> = control
+        .processes()
+        .iter()
+        .map(|(name, pid)| format!("{name} {pid}"))
+        .chain(
+            mesh.replicas()
+                .filter_map(|r| Some(format!("envoy/{} {}", r.name(), r.envoy().pid()?))),
+        )
+        .collect();
+    println!("   PIDs: {}", pids.join(", "));
+}
+
+fn print_next_steps(mesh: &Mesh) {
+    let api = mesh.control().api_addr();
+    let reviews = mesh.workload("reviews").replicas()[0].envoy();
+    let ratings = mesh.workload("ratings").replicas()[0].envoy();
+    println!("\nTry more (paste into another terminal while the demo runs):");
+    println!("   curl -s http://{api}/v1/policies");
+    println!(
+        "   curl -si -H 'x-user: test' http://{}/api/products   # reviews-0: sometimes 503",
+        reviews.addr()
+    );
+    println!(
+        "   curl -s -o /dev/null -w '%{{http_code}} %{{time_total}}s\\n' http://{}/api/ratings",
+        ratings.addr()
+    );
+    println!(
+        "   curl -s -X POST -H 'content-type: application/json' --data @{EXAMPLE_FILE} http://{api}/v1/policies"
+    );
+    println!("   curl -s -X DELETE http://{api}/v1/policies/ratings-delay");
+    println!("   curl -s -X POST http://{api}/v1/halt     # kill switch: no faults anywhere");
+    println!("   curl -s -X DELETE http://{api}/v1/halt   # resume");
+    println!(
+        "   curl -s http://{}/stats | grep boifi      # the plugin's stats",
+        reviews.admin_addr()
+    );
+    println!(
+        "   curl -s http://{}/stats/prometheus | grep boifi_faults",
+        reviews.admin_addr()
+    );
+}
+
+/// Blocks until Ctrl-C or SIGTERM, so the mesh is dropped (every process stopped) either way.
+fn wait_for_signal() -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(|e| format!("Ctrl-C: {e}")),
+            _ = term.recv() => Ok(()),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Args, String> {
+        parse_args(list.iter().map(|s| (*s).to_owned()))
+    }
+
+    #[test]
+    fn arguments() {
+        let a = args(&[]).expect("defaults");
+        assert!(!a.once);
+        assert_eq!(a.port, 8080);
+        let a = args(&["--port", "0", "--once"]).expect("both");
+        assert!(a.once);
+        assert_eq!(a.port, 0);
+        assert!(args(&["--port"]).unwrap_err().contains("--port"));
+        assert!(args(&["--port", "x"]).unwrap_err().contains("`x`"));
+        assert!(args(&["--fast"]).unwrap_err().contains("--fast"));
+        assert_eq!(args(&["--help"]).err(), Some(String::new()));
+    }
+
+    #[test]
+    fn the_example_policy_parses_and_is_the_one_described() {
+        let example: Value = serde_json::from_str(EXAMPLE_POLICY).expect("JSON");
+        assert_eq!(example["metadata"]["name"], "reviews-abort");
+        assert_eq!(example["spec"]["selector"]["service"], "reviews");
+        assert_eq!(example["spec"]["selector"]["labels"]["version"], "v2");
+        assert_eq!(example["spec"]["rules"][0]["fault"]["percentage"], 50);
+    }
+}

@@ -1,0 +1,362 @@
+//! A real Prometheus for tests: Debian's `prometheus` (installed by `scripts/install-deps.sh`)
+//! with a config of our own, scraping loopback targets every second into a temp storage dir,
+//! its web API on a free loopback port. Ready when `/-/ready` answers; log kept in a file and
+//! printed when a test fails; stopped by PID on drop.
+//!
+//! Queries go to the HTTP API (`/api/v1/query`); a scrape lands about five seconds after the
+//! start even with a one-second interval, so callers wait with [`Prometheus::wait_for`].
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::envoy::http_request;
+use crate::free_port;
+
+/// Environment variable naming the Prometheus binary; default: `prometheus` on `PATH`.
+pub const PROMETHEUS_BIN_ENV: &str = "BOIFI_TEST_PROMETHEUS_BIN";
+
+const START_ATTEMPTS: u32 = 3;
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+const LOG_TAIL_BYTES: usize = 16 * 1024;
+
+/// One scrape job: a name (the `job` label), a loopback target and its metrics path.
+#[derive(Debug, Clone)]
+struct Job {
+    name: String,
+    target: SocketAddr,
+    path: String,
+}
+
+/// How to start a [`Prometheus`]: its scrape jobs.
+#[derive(Debug, Clone, Default)]
+pub struct PrometheusBuilder {
+    jobs: Vec<Job>,
+}
+
+impl PrometheusBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Scrapes `http://{target}{path}` every second as job `name`. Names are letters, digits,
+    /// `-` and `_`; paths start with `/`.
+    pub fn scrape(mut self, name: &str, target: SocketAddr, path: &str) -> Self {
+        self.jobs.push(Job {
+            name: name.to_owned(),
+            target,
+            path: path.to_owned(),
+        });
+        self
+    }
+
+    fn config(&self) -> Result<String, String> {
+        // A 1 s interval needs a timeout no longer than it.
+        let mut config = String::from(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+        );
+        for job in &self.jobs {
+            let name_ok = !job.name.is_empty()
+                && job
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let path_ok = job.path.starts_with('/')
+                && !job
+                    .path
+                    .contains(|c: char| c.is_whitespace() || c == '\'' || c == '"');
+            if !name_ok || !path_ok {
+                return Err(format!("bad scrape job {job:?}"));
+            }
+            config.push_str(&format!(
+                "  - job_name: '{}'\n    metrics_path: '{}'\n    static_configs:\n      - targets: ['{}']\n",
+                job.name, job.path, job.target
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Starts Prometheus and waits until `/-/ready` answers 200. Panics with the log after
+    /// [`START_ATTEMPTS`] failed starts (a port reported free can be taken meanwhile).
+    pub fn start(&self) -> Prometheus {
+        let config = self
+            .config()
+            .unwrap_or_else(|e| panic!("Prometheus config: {e}"));
+        let binary = std::env::var_os(PROMETHEUS_BIN_ENV)
+            .map_or_else(|| PathBuf::from("prometheus"), PathBuf::from);
+        let mut failures = Vec::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let dir = tempfile::Builder::new()
+                .prefix("boifi-prometheus-")
+                .tempdir()
+                .expect("temp dir for Prometheus");
+            let mut prometheus = Prometheus {
+                dir,
+                child: None,
+                port: free_port(),
+            };
+            match prometheus.launch(&binary, &config) {
+                Ok(()) => return prometheus,
+                Err(e) => failures.push(format!("attempt {attempt}: {e}")),
+            }
+        }
+        panic!(
+            "Prometheus did not start after {START_ATTEMPTS} attempts (binary {}; scripts/install-deps.sh installs it, {PROMETHEUS_BIN_ENV} overrides):\n{}",
+            binary.display(),
+            failures.join("\n")
+        );
+    }
+}
+
+/// One series of an instant query's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Every label, `__name__` included.
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.get(name).map(String::as_str)
+    }
+}
+
+/// A running Prometheus on loopback. Killed and waited for on drop; its temp dir (config,
+/// storage, log) removed.
+pub struct Prometheus {
+    dir: TempDir,
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Prometheus {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("prometheus.log")
+    }
+
+    /// The last part of the log.
+    pub fn log_tail(&self) -> String {
+        let text = fs::read(self.log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let mut start = text.len().saturating_sub(LOG_TAIL_BYTES);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        text[start..].to_owned()
+    }
+
+    /// An instant query (`/api/v1/query`) whose result is a vector.
+    pub fn query(&self, promql: &str) -> Result<Vec<Sample>, String> {
+        let path = format!("/api/v1/query?query={}", url_encode(promql));
+        let response = http_request(self.addr(), "GET", &path, &[], None, QUERY_TIMEOUT)
+            .map_err(|e| format!("query {promql:?}: {e}"))?;
+        let body: Value = serde_json::from_slice(&response.body).map_err(|e| {
+            format!(
+                "query {promql:?}: status {}, not JSON ({e}): {}",
+                response.status,
+                response.body_text()
+            )
+        })?;
+        if response.status != 200 || body["status"] != "success" {
+            return Err(format!(
+                "query {promql:?}: status {}: {body}",
+                response.status
+            ));
+        }
+        parse_vector(&body["data"])
+    }
+
+    /// Polls `promql` until `condition` holds for its result (then that result) or `deadline`
+    /// passes (then the last result or error).
+    pub fn wait_for(
+        &self,
+        promql: &str,
+        deadline: Instant,
+        mut condition: impl FnMut(&[Sample]) -> bool,
+    ) -> Result<Vec<Sample>, String> {
+        let mut last = Err("not queried yet".to_owned());
+        let held = crate::wait_until(deadline, || {
+            last = self.query(promql);
+            last.as_deref().is_ok_and(&mut condition)
+        });
+        match last {
+            Ok(samples) if held => Ok(samples),
+            Ok(samples) => Err(format!(
+                "{promql}: condition not met by the deadline; last result {samples:?}"
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Kills Prometheus by PID and waits for it. Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn launch(&mut self, binary: &Path, config: &str) -> Result<(), String> {
+        let config_path = self.dir.path().join("prometheus.yml");
+        fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
+        let log = File::create(self.log_path()).map_err(|e| format!("create log: {e}"))?;
+        let log_err = log.try_clone().map_err(|e| format!("clone log: {e}"))?;
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={}", self.addr()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
+        self.child = Some(child);
+        let mut exited = None;
+        let ready = crate::wait_until(Instant::now() + READY_TIMEOUT, || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                exited = Some(status);
+                return true;
+            }
+            http_request(
+                self.addr(),
+                "GET",
+                "/-/ready",
+                &[],
+                None,
+                Duration::from_secs(1),
+            )
+            .is_ok_and(|r| r.status == 200)
+        });
+        let problem = match (ready, exited) {
+            (true, None) => return Ok(()),
+            (_, Some(status)) => format!("exited early with {status}"),
+            (false, None) => format!("not ready within {READY_TIMEOUT:?}"),
+        };
+        self.stop();
+        Err(format!(
+            "{problem}\n--- Prometheus log ---\n{}",
+            self.log_tail()
+        ))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- Prometheus log (port {}) ---\n{}",
+                self.port,
+                self.log_tail()
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for Prometheus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prometheus")
+            .field("port", &self.port)
+            .field("pid", &self.child.as_ref().map(Child::id))
+            .finish()
+    }
+}
+
+/// `data` of a successful query: `{"resultType":"vector","result":[{"metric":{..},"value":[t,"v"]}]}`.
+fn parse_vector(data: &Value) -> Result<Vec<Sample>, String> {
+    if data["resultType"] != "vector" {
+        return Err(format!("expected a vector result, got {data}"));
+    }
+    let bad = |what: &str| format!("{what} in {data}");
+    let series = data["result"]
+        .as_array()
+        .ok_or_else(|| bad("no result list"))?;
+    series
+        .iter()
+        .map(|s| {
+            let labels = s["metric"]
+                .as_object()
+                .ok_or_else(|| bad("no metric object"))?
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            let value = s["value"][1]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| bad("no sample value"))?;
+            Ok(Sample { labels, value })
+        })
+        .collect()
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_lists_every_job_and_refuses_odd_ones() {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+        let config = PrometheusBuilder::new()
+            .scrape("policy-api", addr, "/metrics")
+            .scrape("envoy", addr, "/stats/prometheus")
+            .config()
+            .expect("valid jobs");
+        assert!(config.contains("scrape_interval: 1s"));
+        assert!(config.contains("job_name: 'envoy'\n    metrics_path: '/stats/prometheus'"));
+        assert!(config.contains("targets: ['127.0.0.1:9']"));
+        assert!(PrometheusBuilder::new()
+            .scrape("a b", addr, "/m")
+            .config()
+            .is_err());
+        assert!(PrometheusBuilder::new()
+            .scrape("a", addr, "m'")
+            .config()
+            .is_err());
+    }
+
+    #[test]
+    fn queries_are_encoded_and_vectors_parsed() {
+        assert_eq!(
+            url_encode(r#"up{job="a b"} == 1"#),
+            "up%7Bjob%3D%22a%20b%22%7D%20%3D%3D%201"
+        );
+        let data = serde_json::json!({
+            "resultType": "vector",
+            "result": [{"metric": {"__name__": "up", "job": "x"}, "value": [1.5, "1"]}]
+        });
+        let samples = parse_vector(&data).expect("vector");
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].label("job"), Some("x"));
+        assert_eq!(samples[0].value, 1.0);
+        assert!(parse_vector(&serde_json::json!({"resultType": "matrix", "result": []})).is_err());
+    }
+}
