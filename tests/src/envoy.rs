@@ -1,25 +1,28 @@
 //! A real Envoy with the real BOIFI plugin, for tests: config from `wasm/plugin/envoy.yaml`
 //! with free loopback ports and node metadata as Istio sets it; readiness on the admin
 //! `/ready`; log kept in a file and printed when a test fails; stopped by PID on drop.
-//! Also a tiny upstream server and a blocking HTTP/1.1 client for talking to it.
+//! Also a tiny upstream server to put behind it.
 //!
 //! Binaries come from the environment when set, else from the repository:
 //! [`ENVOY_BIN_ENV`] or the venv `scripts/install-deps.sh` creates; [`PLUGIN_WASM_ENV`] or the
 //! module `scripts/build-plugin.sh` writes.
 
-use std::fs::{self, File};
+use std::collections::BTreeMap;
+use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tempfile::TempDir;
 
 use crate::free_port;
+use crate::http::http_request;
+use crate::process::{retry, Process};
 
 /// Environment variable naming the Envoy binary.
 pub const ENVOY_BIN_ENV: &str = "BOIFI_TEST_ENVOY_BIN";
@@ -34,9 +37,6 @@ const TEMPLATE: &str = include_str!("../../wasm/plugin/envoy.yaml");
 const START_ATTEMPTS: u32 = 3;
 /// Envoy with V8 and the plugin is ready in about a second; tests run in parallel on 2 cores.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-const LOG_TAIL_BYTES: u64 = 16 * 1024;
-/// Bound on any HTTP response read by [`http_request`].
-const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -260,8 +260,9 @@ fn yaml_string(s: &str) -> String {
 /// A running Envoy on loopback. Killed and waited for on drop; its temp dir (config, log)
 /// removed.
 pub struct Envoy {
-    dir: TempDir,
-    child: Option<Child>,
+    // Before `dir`: stopped (and its log printed on failure) while the log still exists.
+    process: Process,
+    _dir: TempDir,
     listen_port: u16,
     admin_port: u16,
     concurrency: u32,
@@ -277,35 +278,52 @@ impl Envoy {
         mut render: impl FnMut(u16, u16) -> Result<String, String>,
     ) -> Envoy {
         let binary = envoy_binary().unwrap_or_else(|e| panic!("no Envoy: {e}"));
-        let mut failures = Vec::new();
-        for attempt in 1..=START_ATTEMPTS {
+        retry(START_ATTEMPTS, || {
             let dir = tempfile::Builder::new()
                 .prefix("boifi-envoy-")
                 .tempdir()
                 .expect("temp dir for Envoy");
             let (listen_port, admin_port) = (free_port(), free_port());
             if listen_port == admin_port {
-                failures.push(format!("attempt {attempt}: ports collided"));
-                continue;
+                return Err("ports collided".into());
             }
             let config =
                 render(listen_port, admin_port).unwrap_or_else(|e| panic!("Envoy config: {e}"));
-            let mut envoy = Envoy {
-                dir,
-                child: None,
+            let config_path = dir.path().join("envoy.yaml");
+            fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
+            // `taskset` execs Envoy, so the PID stays Envoy's.
+            let mut command = match options.cpus.as_deref() {
+                Some(cpus) => {
+                    let mut c = Command::new("taskset");
+                    c.args(["-c", cpus]).arg(&binary);
+                    c
+                }
+                None => Command::new(&binary),
+            };
+            command
+                .arg("-c")
+                .arg(&config_path)
+                .args(["--concurrency", &options.concurrency.to_string()])
+                // Several Envoys run at once; hot restart would make them share memory by base id.
+                .arg("--disable-hot-restart")
+                .args(["--log-level", "info"]);
+            let name = format!("Envoy (listener {listen_port}, admin {admin_port})");
+            let mut process = Process::spawn(&name, &mut command, &dir.path().join("envoy.log"))?;
+            let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port));
+            process.wait_ready(READY_TIMEOUT, || live(admin))?;
+            Ok(Envoy {
+                process,
+                _dir: dir,
                 listen_port,
                 admin_port,
                 concurrency: options.concurrency,
-            };
-            match envoy.launch(&binary, &config, options.cpus.as_deref()) {
-                Ok(()) => return envoy,
-                Err(e) => failures.push(format!("attempt {attempt}: {e}")),
-            }
-        }
-        panic!(
-            "Envoy did not start after {START_ATTEMPTS} attempts (binary from {ENVOY_BIN_ENV} or the venv):\n{}",
-            failures.join("\n")
-        );
+            })
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "Envoy did not start after {START_ATTEMPTS} attempts (binary from {ENVOY_BIN_ENV} or the venv):\n{e}"
+            )
+        })
     }
 
     /// The HTTP listener, in front of the upstream.
@@ -324,18 +342,16 @@ impl Envoy {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("envoy.log")
+        self.process.log_path().to_path_buf()
     }
 
     /// The whole log so far.
     pub fn log(&self) -> String {
-        fs::read(self.log_path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.process.log()
     }
 
     /// A GET on the admin interface; the body when it answered 200.
@@ -366,12 +382,21 @@ impl Envoy {
         })
     }
 
+    /// Per plugin VM (by Envoy thread), the newest revision it applied, from the plugin's log
+    /// lines `policies at revision N: ...`.
+    pub fn applied_revisions(&self) -> BTreeMap<String, u64> {
+        applied_revisions(&self.log())
+    }
+
+    /// True when every plugin VM applied `revision` or a newer one.
+    pub fn has_applied(&self, revision: u64) -> bool {
+        let revisions = self.applied_revisions();
+        revisions.len() >= self.plugin_vms() && revisions.values().all(|r| *r >= revision)
+    }
+
     /// Kills Envoy by PID and waits for it. Idempotent.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.stop();
     }
 
     /// CPU time Envoy's threads have used so far (from `/proc/<pid>/task/*/schedstat`, in ns).
@@ -387,357 +412,37 @@ impl Envoy {
         }
         Some(Duration::from_nanos(total_ns))
     }
+}
 
-    fn launch(&mut self, binary: &Path, config: &str, cpus: Option<&str>) -> Result<(), String> {
-        let config_path = self.dir.path().join("envoy.yaml");
-        fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
-        let log = File::create(self.log_path()).map_err(|e| format!("create log: {e}"))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("clone log handle: {e}"))?;
-        // `taskset` execs Envoy, so the PID stays Envoy's.
-        let mut command = match cpus {
-            Some(cpus) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", cpus]).arg(binary);
-                c
-            }
-            None => Command::new(binary),
+/// Parses the plugin's `policies at revision N:` log lines; Envoy's default log format puts
+/// the thread id in the second bracket: `[time][thread][level][logger] ... message`.
+fn applied_revisions(log: &str) -> BTreeMap<String, u64> {
+    const MARK: &str = "policies at revision ";
+    let mut by_thread = BTreeMap::new();
+    for line in log.lines() {
+        let Some(at) = line.find(MARK) else { continue };
+        let Some(revision) = line[at + MARK.len()..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
         };
-        let child = command
-            .arg("-c")
-            .arg(&config_path)
-            .args(["--concurrency", &self.concurrency.to_string()])
-            // Several Envoys run at once; hot restart would make them share memory by base id.
-            .arg("--disable-hot-restart")
-            .args(["--log-level", "info"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
-        self.child = Some(child);
-        match self.wait_ready() {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.stop();
-                Err(format!(
-                    "{e}\n--- Envoy log ({}) ---\n{}",
-                    self.log_path().display(),
-                    log_tail(&self.log_path())
-                ))
-            }
-        }
+        let Some(thread) = line.split("][").nth(1) else {
+            continue;
+        };
+        let entry = by_thread.entry(thread.to_owned()).or_insert(0);
+        *entry = (*entry).max(revision);
     }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut last_error = String::from("not polled yet");
-        let admin = self.admin_addr();
-        let ready = crate::wait_until(deadline, || {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                last_error = format!("Envoy exited early with {status}");
-                return true;
-            }
-            match http_request(admin, "GET", "/ready", &[], None, Duration::from_secs(1)) {
-                Ok(r) if r.status == 200 && r.body_text().trim() == "LIVE" => {
-                    last_error.clear();
-                    true
-                }
-                Ok(r) => {
-                    last_error = format!("/ready: {} {}", r.status, r.body_text().trim());
-                    false
-                }
-                Err(e) => {
-                    last_error = format!("/ready: {e}");
-                    false
-                }
-            }
-        });
-        match (ready, last_error.is_empty()) {
-            (true, true) => Ok(()),
-            (true, false) => Err(last_error),
-            (false, _) => Err(format!(
-                "not ready within {READY_TIMEOUT:?} (last: {last_error})"
-            )),
-        }
-    }
+    by_thread
 }
 
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- Envoy log (listener {}, admin {}) ---\n{}",
-                self.listen_port,
-                self.admin_port,
-                log_tail(&self.log_path())
-            );
-        }
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let read = || -> io::Result<String> {
-        let mut file = File::open(path)?;
-        let len = file.metadata()?.len();
-        io::Seek::seek(
-            &mut file,
-            io::SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)),
-        )?;
-        let mut bytes = Vec::new();
-        file.take(LOG_TAIL_BYTES).read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    read().unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
-}
-
-/// A response read by [`http_request`].
-#[derive(Debug, Clone)]
-pub struct HttpResponse {
-    pub status: u16,
-    /// Names lower-case.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`), the whole response read
-/// within `timeout`. Handles `Content-Length`, chunked and read-until-close bodies.
-pub fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-    timeout: Duration,
-) -> io::Result<HttpResponse> {
-    let deadline = Instant::now() + timeout;
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(timeout))?;
-    let mut all_headers = vec![("Connection", "close")];
-    all_headers.extend_from_slice(headers);
-    write_request(&stream, addr, method, path, &all_headers, body)?;
-    let mut reader = BufReader::new(Deadline { stream, deadline });
-    read_response(&mut reader, method)
-}
-
-fn write_request(
-    mut stream: &TcpStream,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> io::Result<()> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if let Some(body) = body {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body.unwrap_or_default());
-    stream.write_all(&bytes)
-}
-
-/// Reads one response (at most [`MAX_RESPONSE_BYTES`]) to a `method` request.
-fn read_response<R: BufRead>(reader: &mut R, method: &str) -> io::Result<HttpResponse> {
-    let mut reader = reader.take(MAX_RESPONSE_BYTES);
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed before a response",
-        ));
-    }
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("status line {line:?}"))
-        })?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed in the response headers",
-            ));
-        }
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if let Some((n, v)) = trimmed.split_once(':') {
-            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
-        }
-    }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
-    let mut body = Vec::new();
-    if method == "HEAD" || status == 204 || status == 304 {
-        // No body.
-    } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        loop {
-            line.clear();
-            reader.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk size"))?;
-            if size == 0 {
-                // The empty line after the last chunk (no trailers are sent to us).
-                line.clear();
-                reader.read_line(&mut line)?;
-                break;
-            }
-            let mut chunk = vec![0; size];
-            reader.read_exact(&mut chunk)?;
-            body.extend(chunk);
-            line.clear();
-            reader.read_line(&mut line)?;
-        }
-    } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        body.resize(len, 0);
-        reader.read_exact(&mut body)?;
-    } else {
-        reader.read_to_end(&mut body)?;
-    }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// An HTTP/1.1 client that keeps its connection open between requests, as a service's
-/// connection pool would (and so that thousands of test requests do not cost thousands of
-/// handshakes). Reconnects when the server closed the connection.
-#[derive(Debug)]
-pub struct KeepAliveClient {
-    addr: SocketAddr,
-    timeout: Duration,
-    conn: Option<BufReader<TcpStream>>,
-}
-
-impl KeepAliveClient {
-    /// No connection is made until the first request. `timeout` bounds connecting, writing
-    /// and each read.
-    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
-        KeepAliveClient {
-            addr,
-            timeout,
-            conn: None,
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Sends one request, on the open connection when there is one. A request that fails on
-    /// a reused connection before any response byte (the server closed it while idle) is sent
-    /// once more on a fresh connection.
-    pub fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-    ) -> io::Result<HttpResponse> {
-        if self.conn.is_some() {
-            match self.try_request(method, path, headers, body) {
-                Ok(response) => return Ok(response),
-                Err(e) if is_stale_connection(&e) => self.conn = None,
-                Err(e) => {
-                    self.conn = None;
-                    return Err(e);
-                }
-            }
-        }
-        let result = self.try_request(method, path, headers, body);
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
-    }
-
-    fn try_request(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-    ) -> io::Result<HttpResponse> {
-        if self.conn.is_none() {
-            let stream = TcpStream::connect_timeout(&self.addr, self.timeout)?;
-            stream.set_nodelay(true)?;
-            stream.set_write_timeout(Some(self.timeout))?;
-            stream.set_read_timeout(Some(self.timeout))?;
-            self.conn = Some(BufReader::new(stream));
-        }
-        let conn = self.conn.as_mut().expect("connected above");
-        write_request(conn.get_ref(), self.addr, method, path, headers, body)?;
-        let response = read_response(conn, method)?;
-        if response
-            .header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
-        {
-            self.conn = None;
-        }
-        Ok(response)
-    }
-}
-
-/// Errors that mean "the idle connection was gone", after which a retry is safe.
-fn is_stale_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-    )
-}
-
-/// A stream whose reads fail once the deadline has passed.
-struct Deadline {
-    stream: TcpStream,
-    deadline: Instant,
-}
-
-impl Read for Deadline {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "response deadline passed",
-            ));
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
+/// Ok when the admin `/ready` says LIVE.
+fn live(admin: SocketAddr) -> Result<(), String> {
+    match http_request(admin, "GET", "/ready", &[], None, Duration::from_secs(1)) {
+        Ok(r) if r.status == 200 && r.body_text().trim() == "LIVE" => Ok(()),
+        Ok(r) => Err(format!("/ready: {} {}", r.status, r.body_text().trim())),
+        Err(e) => Err(format!("/ready: {e}")),
     }
 }
 
@@ -880,6 +585,20 @@ mod tests {
             .plugin_config("{'x'}")
             .render(Path::new("p"), 3, 4)
             .is_err());
+    }
+
+    #[test]
+    fn revisions_are_read_per_thread() {
+        let log = "\
+[2025-01-01 00:00:00.001][100][info][wasm] [source/extensions/common/wasm/context.cc:1195] wasm log boifi boifi: policies at revision 3: 0 for this workload
+[2025-01-01 00:00:00.002][101][info][wasm] [x] wasm log boifi boifi: policies at revision 3: 0 for this workload
+[2025-01-01 00:00:00.003][100][info][wasm] [x] wasm log boifi boifi: policies at revision 7: 1 for this workload, halted
+[2025-01-01 00:00:00.004][101][warning][wasm] [x] wasm log boifi boifi: policy poll failed: no response; keeping revision 3
+";
+        let revisions = applied_revisions(log);
+        assert_eq!(revisions.len(), 2);
+        assert_eq!(revisions["100"], 7);
+        assert_eq!(revisions["101"], 3);
     }
 
     #[test]

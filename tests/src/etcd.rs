@@ -2,17 +2,17 @@
 //! health call, stop by PID.
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
 use crate::free_port;
+use crate::process::{retry, Process};
 
 /// Environment variable naming the etcd binary; `etcd` on `PATH` when unset.
 pub const ETCD_BIN_ENV: &str = "BOIFI_TEST_ETCD_BIN";
@@ -21,8 +21,6 @@ pub const ETCD_BIN_ENV: &str = "BOIFI_TEST_ETCD_BIN";
 const START_ATTEMPTS: u32 = 3;
 /// Healthy in well under a second when idle; generous because tests run in parallel on 2 cores.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How much of the log a failure message shows (the whole file stays on disk until drop).
-const LOG_TAIL_BYTES: u64 = 8 * 1024;
 /// Bound on the health response we read.
 const HEALTH_RESPONSE_LIMIT: u64 = 16 * 1024;
 
@@ -34,41 +32,39 @@ fn etcd_binary() -> &'static OsString {
 /// One single-member etcd cluster on 127.0.0.1. Killed, waited for and its data dir removed
 /// on drop.
 pub struct EtcdServer {
+    // Before `dir`: stopped (and its log printed on failure) while the log still exists.
+    process: Option<Process>,
     dir: TempDir,
     client_port: u16,
     peer_port: u16,
-    child: Option<Child>,
 }
 
 impl EtcdServer {
     /// Starts etcd and waits until it answers `/health`. Panics (with the log) after
     /// [`START_ATTEMPTS`] failed starts.
     pub fn start() -> EtcdServer {
-        let mut failures = Vec::new();
-        for attempt in 1..=START_ATTEMPTS {
+        retry(START_ATTEMPTS, || {
             let mut server = EtcdServer {
+                process: None,
                 dir: tempfile::Builder::new()
                     .prefix("boifi-etcd-")
                     .tempdir()
                     .expect("create temp dir for etcd"),
                 client_port: free_port(),
                 peer_port: free_port(),
-                child: None,
             };
             if server.client_port == server.peer_port {
-                failures.push(format!("attempt {attempt}: client and peer port collided"));
-                continue;
+                return Err("client and peer port collided".into());
             }
-            match server.launch() {
-                Ok(()) => return server,
-                Err(e) => failures.push(format!("attempt {attempt}: {e}")),
-            }
-        }
-        panic!(
-            "etcd did not start after {START_ATTEMPTS} attempts (binary {:?}; set {ETCD_BIN_ENV} to override):\n{}",
-            etcd_binary(),
-            failures.join("\n")
-        );
+            server.launch()?;
+            Ok(server)
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "etcd did not start after {START_ATTEMPTS} attempts (binary {:?}; set {ETCD_BIN_ENV} to override):\n{e}",
+                etcd_binary()
+            )
+        })
     }
 
     /// `http://127.0.0.1:PORT`, the client URL.
@@ -82,7 +78,7 @@ impl EtcdServer {
 
     /// PID of the running etcd, `None` after [`stop`](Self::stop).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.as_ref().and_then(Process::pid)
     }
 
     /// etcd's combined stdout/stderr, kept across restarts.
@@ -93,10 +89,8 @@ impl EtcdServer {
     /// Kills etcd by PID (SIGKILL, like a crash; etcd fsyncs its WAL before acknowledging, so
     /// acknowledged writes survive) and waits for it. Idempotent.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Err only if it already exited; `wait` reaps it either way.
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = self.process.as_mut() {
+            process.stop();
         }
     }
 
@@ -104,18 +98,9 @@ impl EtcdServer {
     /// Retries on the same ports (the old process's sockets may linger briefly).
     pub fn restart(&mut self) {
         self.stop();
-        let mut failures = Vec::new();
-        for attempt in 1..=START_ATTEMPTS {
-            match self.launch() {
-                Ok(()) => return,
-                Err(e) => failures.push(format!("attempt {attempt}: {e}")),
-            }
+        if let Err(e) = retry(START_ATTEMPTS, || self.launch()) {
+            panic!("etcd did not restart on port {}:\n{e}", self.client_port);
         }
-        panic!(
-            "etcd did not restart on port {}:\n{}",
-            self.client_port,
-            failures.join("\n")
-        );
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -125,17 +110,10 @@ impl EtcdServer {
     /// Spawns etcd and waits for health; on failure the child is stopped and the error carries
     /// the exit status and log tail.
     fn launch(&mut self) -> Result<(), String> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(|e| format!("open etcd log: {e}"))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("clone etcd log handle: {e}"))?;
         let client_url = format!("http://127.0.0.1:{}", self.client_port);
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(etcd_binary())
+        let mut command = Command::new(etcd_binary());
+        command
             .arg("--name")
             .arg("n1")
             .arg("--data-dir")
@@ -146,71 +124,14 @@ impl EtcdServer {
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("n1={peer_url}")])
             .args(["--initial-cluster-state", "new"])
-            .args(["--logger", "zap", "--log-outputs", "stderr"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .map_err(|e| format!("spawn {:?}: {e}", etcd_binary()))?;
-        self.child = Some(child);
-        match self.wait_ready() {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.stop();
-                Err(format!(
-                    "{e}\n--- etcd log ({}) ---\n{}",
-                    self.log_path().display(),
-                    log_tail(&self.log_path())
-                ))
-            }
-        }
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+            .args(["--logger", "zap", "--log-outputs", "stderr"]);
+        let name = format!("etcd (port {})", self.client_port);
+        let log = self.log_path();
+        let process = self
+            .process
+            .insert(Process::spawn(&name, &mut command, &log)?);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.client_port));
-        let mut last_error = String::from("not polled yet");
-        let ready = crate::wait_until(deadline, || {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last_error = format!("etcd exited early with {status}");
-                    return true;
-                }
-            }
-            match health(addr) {
-                Ok(()) => {
-                    last_error.clear();
-                    true
-                }
-                Err(e) => {
-                    last_error = e;
-                    false
-                }
-            }
-        });
-        if ready && last_error.is_empty() {
-            Ok(())
-        } else if ready {
-            Err(last_error)
-        } else {
-            Err(format!(
-                "not healthy within {READY_TIMEOUT:?} (last error: {last_error})"
-            ))
-        }
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            // The test harness shows captured output of failed tests only.
-            eprintln!(
-                "--- etcd log (port {}) ---\n{}",
-                self.client_port,
-                log_tail(&self.log_path())
-            );
-        }
+        process.wait_ready(READY_TIMEOUT, || health(addr))
     }
 }
 
@@ -239,20 +160,6 @@ fn health(addr: SocketAddr) -> Result<(), String> {
         let first_line = response.lines().next().unwrap_or("<empty response>");
         Err(format!("unhealthy: {first_line}"))
     }
-}
-
-/// The last [`LOG_TAIL_BYTES`] of the log, or why it could not be read.
-fn log_tail(path: &Path) -> String {
-    let read = || -> std::io::Result<String> {
-        let mut file = File::open(path)?;
-        let len = file.metadata()?.len();
-        let start = len.saturating_sub(LOG_TAIL_BYTES);
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
-        let mut bytes = Vec::new();
-        file.take(LOG_TAIL_BYTES).read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    read().unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
 }
 
 #[cfg(test)]

@@ -2,10 +2,14 @@
 //!
 //! - [`EtcdServer`]: a real etcd on free loopback ports with a fresh data dir, stopped by PID
 //!   on drop; `restart` keeps ports and data.
-//! - [`envoy`]: a real Envoy with the real plugin, a named upstream, HTTP clients (one-shot and
-//!   keep-alive).
+//! - [`envoy`]: a real Envoy with the real plugin, and a named upstream to put behind it.
+//! - [`prometheus`]: a real Prometheus scraping loopback targets, queried over its HTTP API.
 //! - [`mesh`]: the local mesh (control plane processes plus workloads of Envoy replicas) used by
 //!   the `mesh_*` scenarios, the `boifi-demo` binary and the `bench-plugin` benchmark.
+//! - [`services`]: policy-api and the sse-broadcaster in this process on one store.
+//! - [`process`]: what every process fixture shares: output in a log file, readiness with a
+//!   deadline, stop by PID on drop, the log printed when a test fails.
+//! - [`http`]: blocking HTTP/1.1 clients (one-shot, keep-alive, Server-Sent Events).
 //! - [`free_port`]: a loopback port that was free a moment ago.
 //! - [`wait_until`] / [`wait_until_async`]: poll a condition until it holds or a deadline passes,
 //!   instead of sleeping and hoping.
@@ -17,8 +21,11 @@
 
 pub mod envoy;
 mod etcd;
+pub mod http;
 pub mod mesh;
+pub mod process;
 pub mod prometheus;
+pub mod services;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};

@@ -17,20 +17,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::envoy::{
-    http_request, Envoy, EnvoyBuilder, HttpResponse, KeepAliveClient, Upstream, UPSTREAM_HEADER,
-};
+use crate::envoy::{Envoy, EnvoyBuilder, Upstream, UPSTREAM_HEADER};
+use crate::http::{http_request, ready, HttpResponse, KeepAliveClient};
+use crate::process::{retry, Process};
 use crate::{free_port, wait_until, EtcdServer};
 
 /// Environment variable naming the directory of the workspace binaries (`policy-api`,
@@ -50,7 +50,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sidecars apply a change within milliseconds; the deadline only bounds a broken run.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
-const LOG_TAIL_BYTES: usize = 8 * 1024;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -144,17 +143,11 @@ struct Service {
     env: Vec<(String, String)>,
     addr: SocketAddr,
     log: PathBuf,
-    child: Option<Child>,
+    process: Option<Process>,
 }
 
 impl Service {
     fn launch(&mut self) -> Result<(), String> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| format!("open {}: {e}", self.log.display()))?;
-        let log_err = log.try_clone().map_err(|e| format!("clone log: {e}"))?;
         let mut command = Command::new(&self.binary);
         command.args(&self.args);
         // Only the variables given here configure the service, whatever the caller's
@@ -168,70 +161,20 @@ impl Service {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("BOIFI_LISTEN_ADDR", self.addr.to_string())
             .env("BOIFI_AUTH_DISABLED", "true")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err));
-        let child = command
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", self.binary.display()))?;
-        self.child = Some(child);
-        let mut last = String::from("not polled yet");
+            .env("RUST_LOG", "info");
+        let name = format!("{} on {}", self.name, self.addr);
+        let process = self
+            .process
+            .insert(Process::spawn(&name, &mut command, &self.log)?);
         let addr = self.addr;
-        let ready = wait_until(Instant::now() + READY_TIMEOUT, || {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                last = format!("exited early with {status}");
-                return true;
-            }
-            match http_request(addr, "GET", "/v1/ready", &[], None, Duration::from_secs(2)) {
-                Ok(r) if r.status == 200 => {
-                    last.clear();
-                    true
-                }
-                Ok(r) => {
-                    last = format!("/v1/ready: {} {}", r.status, r.body_text());
-                    false
-                }
-                Err(e) => {
-                    last = format!("/v1/ready: {e}");
-                    false
-                }
-            }
-        });
-        if ready && last.is_empty() {
-            return Ok(());
-        }
-        self.stop();
-        Err(format!(
-            "{} on {}: {}\n--- log ---\n{}",
-            self.name,
-            self.addr,
-            if ready {
-                last
-            } else {
-                format!("not ready within {READY_TIMEOUT:?} (last: {last})")
-            },
-            log_tail(&self.log)
-        ))
+        process.wait_ready(READY_TIMEOUT, || ready(addr))
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = self.process.as_mut() {
+            process.stop();
         }
     }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()));
-    let start = text.len().saturating_sub(LOG_TAIL_BYTES);
-    let start = (start..text.len())
-        .find(|i| text.is_char_boundary(*i))
-        .unwrap_or(text.len());
-    text[start..].to_owned()
 }
 
 /// A policy as policy-api stored it.
@@ -303,7 +246,7 @@ impl ControlPlane {
                     env: vec![("BOIFI_DATA_DIR".into(), data.display().to_string())],
                     addr: api_addr,
                     log: log("boifi"),
-                    child: None,
+                    process: None,
                 }]
             }
             ControlPlaneKind::Separate => {
@@ -325,7 +268,7 @@ impl ControlPlane {
                         env: store.clone(),
                         addr: api_addr,
                         log: log("policy-api"),
-                        child: None,
+                        process: None,
                     },
                     Service {
                         name: "sse-broadcaster",
@@ -334,7 +277,7 @@ impl ControlPlane {
                         env: store,
                         addr: stream_addr,
                         log: log("sse-broadcaster"),
-                        child: None,
+                        process: None,
                     },
                 ]
             }
@@ -375,21 +318,12 @@ impl ControlPlane {
         let mut out: Vec<(String, u32)> = self
             .services
             .iter()
-            .filter_map(|s| Some((s.name.to_owned(), s.child.as_ref()?.id())))
+            .filter_map(|s| Some((s.name.to_owned(), s.process.as_ref()?.pid()?)))
             .collect();
         if let Some(pid) = self.etcd.as_ref().and_then(EtcdServer::pid) {
             out.push(("etcd".into(), pid));
         }
         out
-    }
-
-    /// The services' logs (last few KB of each), for failure messages.
-    pub fn logs(&self) -> String {
-        self.services
-            .iter()
-            .map(|s| format!("--- {} log ---\n{}", s.name, log_tail(&s.log)))
-            .collect::<Vec<_>>()
-            .join("\n")
     }
 
     /// Kills every process by PID (SIGKILL, like a crash) and waits for them; data and ports
@@ -414,17 +348,8 @@ impl ControlPlane {
         if let Some(etcd) = self.etcd.as_mut() {
             etcd.restart();
         }
-        let mut failures = Vec::new();
-        for attempt in 1..=START_ATTEMPTS {
-            match self.launch_all() {
-                Ok(()) => return Ok(()),
-                Err(e) => failures.push(format!("attempt {attempt}: {e}")),
-            }
-        }
-        Err(format!(
-            "control plane did not restart:\n{}",
-            failures.join("\n")
-        ))
+        retry(START_ATTEMPTS, || self.launch_all())
+            .map_err(|e| format!("control plane did not restart:\n{e}"))
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<HttpResponse, String> {
@@ -489,15 +414,6 @@ impl ControlPlane {
         state["revision"]
             .as_u64()
             .ok_or_else(|| format!("{method} /v1/halt: no revision in {state}"))
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
     }
 }
 
@@ -679,40 +595,15 @@ impl Replica {
             .request(&req.method, &req.path, &headers, body)
     }
 
-    /// Per plugin VM (by Envoy thread), the newest revision it applied, from the plugin's log
-    /// lines `policies at revision N: ...`.
+    /// Per plugin VM (by Envoy thread), the newest revision it applied.
     pub fn applied_revisions(&self) -> BTreeMap<String, u64> {
-        applied_revisions(&self.envoy.log())
+        self.envoy.applied_revisions()
     }
 
     /// True when every plugin VM of this sidecar applied `revision` or a newer one.
     pub fn has_applied(&self, revision: u64) -> bool {
-        let revisions = self.applied_revisions();
-        revisions.len() >= self.envoy.plugin_vms() && revisions.values().all(|r| *r >= revision)
+        self.envoy.has_applied(revision)
     }
-}
-
-/// Parses the plugin's `policies at revision N:` log lines; Envoy's default log format puts
-/// the thread id in the second bracket: `[time][thread][level][logger] ... message`.
-fn applied_revisions(log: &str) -> BTreeMap<String, u64> {
-    const MARK: &str = "policies at revision ";
-    let mut by_thread = BTreeMap::new();
-    for line in log.lines() {
-        let Some(at) = line.find(MARK) else { continue };
-        let Some(revision) = line[at + MARK.len()..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        let Some(thread) = line.split("][").nth(1) else {
-            continue;
-        };
-        let entry = by_thread.entry(thread.to_owned()).or_insert(0);
-        *entry = (*entry).max(revision);
-    }
-    by_thread
 }
 
 /// A workload: its identity and its replicas.
@@ -1096,20 +987,6 @@ pub fn binomial_bound_999(n: usize, p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn revisions_are_read_per_thread() {
-        let log = "\
-[2025-01-01 00:00:00.001][100][info][wasm] [source/extensions/common/wasm/context.cc:1195] wasm log boifi boifi: policies at revision 3: 0 for this workload
-[2025-01-01 00:00:00.002][101][info][wasm] [x] wasm log boifi boifi: policies at revision 3: 0 for this workload
-[2025-01-01 00:00:00.003][100][info][wasm] [x] wasm log boifi boifi: policies at revision 7: 1 for this workload, halted
-[2025-01-01 00:00:00.004][101][warning][wasm] [x] wasm log boifi boifi: policy poll failed: no response; keeping revision 3
-";
-        let revisions = applied_revisions(log);
-        assert_eq!(revisions.len(), 2);
-        assert_eq!(revisions["100"], 7);
-        assert_eq!(revisions["101"], 3);
-    }
 
     #[test]
     fn outcomes_count_and_quantiles() {

@@ -7,17 +7,18 @@
 //! start even with a one-second interval, so callers wait with [`Prometheus::wait_for`].
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::envoy::http_request;
 use crate::free_port;
+use crate::http::http_request;
+use crate::process::{retry, Process};
 
 /// Environment variable naming the Prometheus binary; default: `prometheus` on `PATH`.
 pub const PROMETHEUS_BIN_ENV: &str = "BOIFI_TEST_PROMETHEUS_BIN";
@@ -25,7 +26,6 @@ pub const PROMETHEUS_BIN_ENV: &str = "BOIFI_TEST_PROMETHEUS_BIN";
 const START_ATTEMPTS: u32 = 3;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
-const LOG_TAIL_BYTES: usize = 16 * 1024;
 
 /// One scrape job: a name (the `job` label), a loopback target and its metrics path.
 #[derive(Debug, Clone)]
@@ -91,27 +91,12 @@ impl PrometheusBuilder {
             .unwrap_or_else(|e| panic!("Prometheus config: {e}"));
         let binary = std::env::var_os(PROMETHEUS_BIN_ENV)
             .map_or_else(|| PathBuf::from("prometheus"), PathBuf::from);
-        let mut failures = Vec::new();
-        for attempt in 1..=START_ATTEMPTS {
-            let dir = tempfile::Builder::new()
-                .prefix("boifi-prometheus-")
-                .tempdir()
-                .expect("temp dir for Prometheus");
-            let mut prometheus = Prometheus {
-                dir,
-                child: None,
-                port: free_port(),
-            };
-            match prometheus.launch(&binary, &config) {
-                Ok(()) => return prometheus,
-                Err(e) => failures.push(format!("attempt {attempt}: {e}")),
-            }
-        }
-        panic!(
-            "Prometheus did not start after {START_ATTEMPTS} attempts (binary {}; scripts/install-deps.sh installs it, {PROMETHEUS_BIN_ENV} overrides):\n{}",
-            binary.display(),
-            failures.join("\n")
-        );
+        retry(START_ATTEMPTS, || Prometheus::launch(&binary, &config)).unwrap_or_else(|e| {
+            panic!(
+                "Prometheus did not start after {START_ATTEMPTS} attempts (binary {}; scripts/install-deps.sh installs it, {PROMETHEUS_BIN_ENV} overrides):\n{e}",
+                binary.display()
+            )
+        })
     }
 }
 
@@ -132,8 +117,9 @@ impl Sample {
 /// A running Prometheus on loopback. Killed and waited for on drop; its temp dir (config,
 /// storage, log) removed.
 pub struct Prometheus {
-    dir: TempDir,
-    child: Option<Child>,
+    // Before `dir`: stopped (and its log printed on failure) while the log still exists.
+    process: Process,
+    _dir: TempDir,
     port: u16,
 }
 
@@ -143,19 +129,12 @@ impl Prometheus {
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("prometheus.log")
+        self.process.log_path().to_path_buf()
     }
 
     /// The last part of the log.
     pub fn log_tail(&self) -> String {
-        let text = fs::read(self.log_path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let mut start = text.len().saturating_sub(LOG_TAIL_BYTES);
-        while !text.is_char_boundary(start) {
-            start += 1;
-        }
-        text[start..].to_owned()
+        self.process.log_tail()
     }
 
     /// An instant query (`/api/v1/query`) whose result is a vector.
@@ -203,69 +182,41 @@ impl Prometheus {
 
     /// Kills Prometheus by PID and waits for it. Idempotent.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.stop();
     }
 
-    fn launch(&mut self, binary: &Path, config: &str) -> Result<(), String> {
-        let config_path = self.dir.path().join("prometheus.yml");
+    /// Starts Prometheus with `config` on a free port and waits until `/-/ready` answers 200.
+    fn launch(binary: &Path, config: &str) -> Result<Prometheus, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("boifi-prometheus-")
+            .tempdir()
+            .map_err(|e| format!("temp dir for Prometheus: {e}"))?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let config_path = dir.path().join("prometheus.yml");
         fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
-        let log = File::create(self.log_path()).map_err(|e| format!("create log: {e}"))?;
-        let log_err = log.try_clone().map_err(|e| format!("clone log: {e}"))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                self.dir.path().join("data").display()
+                dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address={}", self.addr()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
-        self.child = Some(child);
-        let mut exited = None;
-        let ready = crate::wait_until(Instant::now() + READY_TIMEOUT, || {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                exited = Some(status);
-                return true;
+            .arg(format!("--web.listen-address={addr}"));
+        let name = format!("Prometheus (port {})", addr.port());
+        let log = dir.path().join("prometheus.log");
+        let mut process = Process::spawn(&name, &mut command, &log)?;
+        process.wait_ready(READY_TIMEOUT, || {
+            match http_request(addr, "GET", "/-/ready", &[], None, Duration::from_secs(1)) {
+                Ok(r) if r.status == 200 => Ok(()),
+                Ok(r) => Err(format!("/-/ready: {}", r.status)),
+                Err(e) => Err(format!("/-/ready: {e}")),
             }
-            http_request(
-                self.addr(),
-                "GET",
-                "/-/ready",
-                &[],
-                None,
-                Duration::from_secs(1),
-            )
-            .is_ok_and(|r| r.status == 200)
-        });
-        let problem = match (ready, exited) {
-            (true, None) => return Ok(()),
-            (_, Some(status)) => format!("exited early with {status}"),
-            (false, None) => format!("not ready within {READY_TIMEOUT:?}"),
-        };
-        self.stop();
-        Err(format!(
-            "{problem}\n--- Prometheus log ---\n{}",
-            self.log_tail()
-        ))
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- Prometheus log (port {}) ---\n{}",
-                self.port,
-                self.log_tail()
-            );
-        }
+        })?;
+        Ok(Prometheus {
+            process,
+            _dir: dir,
+            port: addr.port(),
+        })
     }
 }
 
@@ -273,7 +224,7 @@ impl std::fmt::Debug for Prometheus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prometheus")
             .field("port", &self.port)
-            .field("pid", &self.child.as_ref().map(Child::id))
+            .field("pid", &self.process.pid())
             .finish()
     }
 }

@@ -2,21 +2,10 @@
 //! run with `--once` on a free port, it must show the example fault injected into real
 //! traffic and every other request untouched.
 
-use std::fs::File;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use boifi_tests::wait_until;
-
-/// Stops the demo by PID if the test ends early.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use boifi_tests::process::Process;
 
 /// The numbers of the results row `label` after `section`: sent, 200, 503, other, faulted.
 fn row(output: &str, section: &str, label: &str) -> Vec<usize> {
@@ -38,25 +27,14 @@ fn row(output: &str, section: &str, label: &str) -> Vec<usize> {
 #[test]
 fn demo_shows_the_example_fault_injected_and_everything_else_untouched() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out_path = dir.path().join("demo.out");
-    let out = File::create(&out_path).expect("output file");
-    let err = out.try_clone().expect("clone");
-    let mut demo = Demo(
-        Command::new(env!("CARGO_BIN_EXE_boifi-demo"))
-            .args(["--once", "--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start boifi-demo"),
-    );
-    let mut status = None;
-    let finished = wait_until(Instant::now() + Duration::from_secs(120), || {
-        status = demo.0.try_wait().expect("poll the demo");
-        status.is_some()
-    });
-    let output = std::fs::read_to_string(&out_path).expect("demo output");
-    assert!(finished, "demo did not finish:\n{output}");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_boifi-demo"));
+    command.args(["--once", "--port", "0"]);
+    // Stopped by PID if the test ends early.
+    let mut demo =
+        Process::spawn("boifi-demo", &mut command, &dir.path().join("demo.out")).expect("spawn");
+    let status = demo.wait_exit(Duration::from_secs(120));
+    let output = demo.log();
+    assert!(status.is_some(), "demo did not finish:\n{output}");
     assert!(status.is_some_and(|s| s.success()), "{status:?}:\n{output}");
 
     let before = "1. Traffic before any policy";
@@ -95,4 +73,8 @@ fn demo_shows_the_example_fault_injected_and_everything_else_untouched() {
         [20, 20, 0, 0, 20]
     );
     assert!(output.contains("curl -s http://127.0.0.1:"), "{output}");
+    assert!(
+        output.contains("curl -N 'http://127.0.0.1:") && output.contains("/v1/config/stream?"),
+        "the stream to watch:\n{output}"
+    );
 }

@@ -4,124 +4,20 @@
 //! policy-api and the broadcaster run in this process on one embedded store (as `boifi serve`
 //! does); Envoy and the plugin are the real ones.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use boifi_policy_api::{AppState, Auth};
-use boifi_sse_broadcaster::{Broadcaster, Settings, SystemClock};
-use boifi_store::{open_store, StoreSettings};
-use boifi_tests::envoy::{http_request, Envoy, EnvoyBuilder, HttpResponse, Upstream};
+use boifi_sse_broadcaster::Settings;
+use boifi_tests::envoy::{Envoy, EnvoyBuilder, Upstream};
+use boifi_tests::http::{http_request, HttpResponse};
+use boifi_tests::services::Services;
 use boifi_tests::wait_until;
-use serde_json::{json, Value};
-use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
+use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(30)
-}
-
-/// policy-api and the broadcaster on one embedded store, in a runtime of their own, stopped on
-/// drop.
-struct ControlPlane {
-    api: SocketAddr,
-    broadcaster: SocketAddr,
-    stops: Vec<oneshot::Sender<()>>,
-    broadcaster_service: Option<Broadcaster>,
-    runtime: Runtime,
-    _dir: tempfile::TempDir,
-}
-
-impl ControlPlane {
-    fn start() -> ControlPlane {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let store = runtime
-            .block_on(open_store(&StoreSettings {
-                etcd_endpoints: Vec::new(),
-                etcd_prefix: String::new(),
-                data_dir: dir.path().to_path_buf(),
-            }))
-            .expect("open the embedded store");
-        let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind loopback");
-        let (api_listener, b_listener) = (bind(), bind());
-        let api = api_listener.local_addr().expect("api addr");
-        let broadcaster_addr = b_listener.local_addr().expect("broadcaster addr");
-        let state = AppState::new(store.clone(), Auth::disabled()).expect("api state");
-        let (api_stop, api_stopped) = oneshot::channel::<()>();
-        runtime.spawn(boifi_policy_api::server::run(api_listener, state, async {
-            let _ = api_stopped.await;
-        }));
-        let broadcaster = {
-            let _guard = runtime.enter();
-            Broadcaster::start(store, Arc::new(SystemClock), Settings::default())
-                .expect("start the broadcaster")
-        };
-        let (b_stop, b_stopped) = oneshot::channel::<()>();
-        runtime.spawn(boifi_sse_broadcaster::run(
-            b_listener,
-            broadcaster.clone(),
-            async {
-                let _ = b_stopped.await;
-            },
-        ));
-        let plane = ControlPlane {
-            api,
-            broadcaster: broadcaster_addr,
-            stops: vec![api_stop, b_stop],
-            broadcaster_service: Some(broadcaster),
-            runtime,
-            _dir: dir,
-        };
-        for addr in [plane.api, plane.broadcaster] {
-            assert!(
-                wait_until(deadline(), || get(addr, "/v1/ready")
-                    .is_ok_and(|r| r.status == 200)),
-                "{addr} ready"
-            );
-        }
-        plane
-    }
-
-    /// Creates or replaces a policy; returns the store revision of the write.
-    fn put(&self, policy: &Value) -> u64 {
-        let body = policy.to_string();
-        let r = http_request(
-            self.api,
-            "POST",
-            "/v1/policies",
-            &[("content-type", "application/json")],
-            Some(body.as_bytes()),
-            TIMEOUT,
-        )
-        .expect("POST /v1/policies");
-        assert!(
-            matches!(r.status, 200 | 201),
-            "{} {}",
-            r.status,
-            r.body_text()
-        );
-        let stored: Value = serde_json::from_slice(&r.body).expect("policy JSON");
-        stored["status"]["revision"]
-            .as_u64()
-            .expect("status.revision")
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        // The broadcaster's tasks belong to the runtime: end them inside it, then stop both
-        // servers; dropping the runtime afterwards cancels whatever is left.
-        let _guard = self.runtime.enter();
-        self.broadcaster_service.take();
-        self.stops.clear();
-    }
 }
 
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
@@ -135,11 +31,7 @@ fn wait_for_revision(envoy: &Envoy, revision: u64) {
         envoy
             .stat("wasmcustom.boifi_config_revision")
             .is_some_and(|r| r >= revision)
-            && envoy
-                .log()
-                .matches(&format!("policies at revision {revision}:"))
-                .count()
-                >= envoy.plugin_vms()
+            && envoy.has_applied(revision)
     });
     assert!(
         reached,
@@ -150,9 +42,9 @@ fn wait_for_revision(envoy: &Envoy, revision: u64) {
 
 #[test]
 fn abort_policy_is_enforced_with_header_body_and_stats() {
-    let plane = ControlPlane::start();
+    let plane = Services::embedded(Settings::default(), None);
     let upstream = Upstream::start();
-    let envoy = EnvoyBuilder::new(upstream.port(), plane.broadcaster.port()).start();
+    let envoy = EnvoyBuilder::new(upstream.port(), plane.broadcaster().port()).start();
 
     let revision = plane.put(&json!({
         "metadata": {"name": "reviews-abort"},
@@ -200,9 +92,9 @@ fn abort_policy_is_enforced_with_header_body_and_stats() {
 #[test]
 fn delay_is_never_early_and_only_a_few_ms_late() {
     const DELAY_MS: u64 = 150;
-    let plane = ControlPlane::start();
+    let plane = Services::embedded(Settings::default(), None);
     let upstream = Upstream::start();
-    let envoy = EnvoyBuilder::new(upstream.port(), plane.broadcaster.port()).start();
+    let envoy = EnvoyBuilder::new(upstream.port(), plane.broadcaster().port()).start();
     let revision = plane.put(&json!({
         "metadata": {"name": "reviews-delay"},
         "spec": {

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use boifi_tests::envoy::{http_request, EnvoyBuilder, Upstream};
+use boifi_tests::envoy::{EnvoyBuilder, Upstream};
+use boifi_tests::http::http_request;
 use boifi_tests::{free_port, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,18 +6,15 @@
 //! policy-api and the broadcaster run in this process on one embedded store (as `boifi serve`
 //! does); Envoy, the plugin and Prometheus are the real ones.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use boifi_policy_api::{AppState, Auth};
-use boifi_sse_broadcaster::{Broadcaster, Settings, SystemClock};
-use boifi_store::{open_store, StoreSettings};
-use boifi_tests::envoy::{http_request, Envoy, EnvoyBuilder, Upstream};
+use boifi_sse_broadcaster::Settings;
+use boifi_tests::envoy::{Envoy, EnvoyBuilder, Upstream};
+use boifi_tests::http::http_request;
 use boifi_tests::prometheus::{PrometheusBuilder, Sample};
+use boifi_tests::services::Services;
 use boifi_tests::wait_until;
-use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const ABORTS: usize = 7;
@@ -40,105 +37,9 @@ fn regex_lines(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// policy-api and the broadcaster on one embedded store, in a runtime of their own; the
-/// servers stop when the senders drop, then the runtime.
-struct Services {
-    api: SocketAddr,
-    broadcaster: SocketAddr,
-    _stops: [oneshot::Sender<()>; 2],
-    _broadcaster: Broadcaster,
-    _runtime: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
-
-fn start_services() -> Services {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    // Broadcaster::start spawns its tasks on the current runtime.
-    let guard = runtime.enter();
-    let store = runtime
-        .block_on(open_store(&StoreSettings {
-            etcd_endpoints: Vec::new(),
-            etcd_prefix: String::new(),
-            data_dir: dir.path().to_path_buf(),
-        }))
-        .expect("embedded store");
-    let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind loopback");
-    let (api_listener, broadcaster_listener) = (bind(), bind());
-    let (api, broadcaster_addr) = (
-        api_listener.local_addr().unwrap(),
-        broadcaster_listener.local_addr().unwrap(),
-    );
-    let (api_stop, api_stopped) = oneshot::channel::<()>();
-    let state = AppState::new(store.clone(), Auth::disabled()).expect("api state");
-    runtime.spawn(boifi_policy_api::server::run(api_listener, state, async {
-        let _ = api_stopped.await;
-    }));
-    let broadcaster = Broadcaster::start(store, Arc::new(SystemClock), Settings::default())
-        .expect("start the broadcaster");
-    let (b_stop, b_stopped) = oneshot::channel::<()>();
-    runtime.spawn(boifi_sse_broadcaster::run(
-        broadcaster_listener,
-        broadcaster.clone(),
-        async {
-            let _ = b_stopped.await;
-        },
-    ));
-    drop(guard);
-    for addr in [api, broadcaster_addr] {
-        assert!(
-            wait_until(deadline(), || http_request(
-                addr,
-                "GET",
-                "/v1/ready",
-                &[],
-                None,
-                TIMEOUT
-            )
-            .is_ok_and(|r| r.status == 200)),
-            "{addr} ready"
-        );
-    }
-    Services {
-        api,
-        broadcaster: broadcaster_addr,
-        _stops: [api_stop, b_stop],
-        _broadcaster: broadcaster,
-        _runtime: runtime,
-        _dir: dir,
-    }
-}
-
-/// Creates a policy through the API; returns the store revision of the write.
-fn put(api: SocketAddr, policy: &Value) -> u64 {
-    let body = policy.to_string();
-    let r = http_request(
-        api,
-        "POST",
-        "/v1/policies",
-        &[("content-type", "application/json")],
-        Some(body.as_bytes()),
-        TIMEOUT,
-    )
-    .expect("POST /v1/policies");
-    assert_eq!(r.status, 201, "{}", r.body_text());
-    let stored: Value = serde_json::from_slice(&r.body).expect("policy JSON");
-    stored["status"]["revision"].as_u64().expect("revision")
-}
-
 /// Waits until every plugin VM of `envoy` runs `revision`.
 fn wait_for_revision(envoy: &Envoy, revision: u64) {
-    let reached = wait_until(deadline(), || {
-        envoy
-            .log()
-            .matches(&format!("policies at revision {revision}:"))
-            .count()
-            >= envoy.plugin_vms()
-    });
+    let reached = wait_until(deadline(), || envoy.has_applied(revision));
     assert!(reached, "every plugin VM at revision {revision}");
 }
 
@@ -158,35 +59,29 @@ fn chart_and_plugin_config_use_the_same_stats_tags() {
 
 #[test]
 fn prometheus_sees_fault_counters_with_policy_and_type_labels() {
-    let services = start_services();
+    let services = Services::embedded(Settings::default(), None);
     let upstream = Upstream::start();
-    let envoy = EnvoyBuilder::new(upstream.port(), services.broadcaster.port()).start();
+    let envoy = EnvoyBuilder::new(upstream.port(), services.broadcaster().port()).start();
     let prometheus = PrometheusBuilder::new()
-        .scrape("policy-api", services.api, "/metrics")
-        .scrape("sse-broadcaster", services.broadcaster, "/metrics")
+        .scrape("policy-api", services.api(), "/metrics")
+        .scrape("sse-broadcaster", services.broadcaster(), "/metrics")
         .scrape("envoy", envoy.admin_addr(), "/stats/prometheus")
         .start();
 
-    put(
-        services.api,
-        &json!({
-            "metadata": {"name": "reviews-abort"},
-            "spec": {
-                "selector": {"namespace": "demo", "service": "reviews"},
-                "rules": [{"match": {"path": {"prefix": "/api"}}, "fault": {"abort": {"httpStatus": 503}}}]
-            }
-        }),
-    );
-    let revision = put(
-        services.api,
-        &json!({
-            "metadata": {"name": "reviews-delay"},
-            "spec": {
-                "selector": {"labels": {"app": "reviews"}},
-                "rules": [{"match": {"path": {"prefix": "/slow"}}, "fault": {"delay": {"fixed_delay_ms": 20}}}]
-            }
-        }),
-    );
+    services.create(&json!({
+        "metadata": {"name": "reviews-abort"},
+        "spec": {
+            "selector": {"namespace": "demo", "service": "reviews"},
+            "rules": [{"match": {"path": {"prefix": "/api"}}, "fault": {"abort": {"httpStatus": 503}}}]
+        }
+    }));
+    let revision = services.create(&json!({
+        "metadata": {"name": "reviews-delay"},
+        "spec": {
+            "selector": {"labels": {"app": "reviews"}},
+            "rules": [{"match": {"path": {"prefix": "/slow"}}, "fault": {"delay": {"fixed_delay_ms": 20}}}]
+        }
+    }));
     wait_for_revision(&envoy, revision);
     for _ in 0..ABORTS {
         let r = http_request(envoy.addr(), "GET", "/api/x", &[], None, TIMEOUT).expect("abort");

@@ -3,14 +3,16 @@
 //! and shutdown does not wait for open streams.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use boifi::serve::{self, Serve, ServeConfig};
 use boifi_policy_api::AuthConfig;
-use boifi_tests::{free_port, wait_until};
+use boifi_tests::free_port;
+use boifi_tests::http::ready;
+use boifi_tests::process::Process;
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -140,7 +142,7 @@ async fn one_port_serves_api_stream_and_metrics_and_stops_with_streams_open() {
 }
 
 /// Opens `/v1/config/stream` and reads until the snapshot event has arrived.
-fn open_stream(addr: std::net::SocketAddr) -> TcpStream {
+fn open_stream(addr: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -160,39 +162,16 @@ fn open_stream(addr: std::net::SocketAddr) -> TcpStream {
     stream
 }
 
-/// The real binary, killed and reaped on drop.
-struct Boifi {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Boifi {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Boifi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_binary(dir: &Path, port: u16) -> Boifi {
-    let log = dir.join("boifi.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_boifi"))
+/// `boifi serve` as the real binary on `port`, its data and log in `dir`.
+fn start_binary(dir: &Path, port: u16) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_boifi"));
+    command
         .arg("serve")
         .env_clear()
         .env("BOIFI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("BOIFI_DATA_DIR", dir.join("data"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn boifi serve");
-    Boifi { child, log }
+        .env("RUST_LOG", "info");
+    Process::spawn("boifi serve", &mut command, &dir.join("boifi.log")).expect("spawn")
 }
 
 #[test]
@@ -201,17 +180,11 @@ fn the_binary_serves_locally_warns_about_auth_and_exits_on_sigterm() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut boifi = start_binary(dir.path(), port);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    boifi
+        .wait_ready(DEADLINE, || ready(addr))
+        .unwrap_or_else(|e| panic!("{e}"));
     let agent = agent();
-    let ready = wait_until(Instant::now() + DEADLINE, || {
-        if let Ok(Some(status)) = boifi.child.try_wait() {
-            panic!("boifi serve exited with {status}:\n{}", boifi.log_text());
-        }
-        agent
-            .get(format!("{base}/v1/ready"))
-            .call()
-            .is_ok_and(|r| r.status() == 200)
-    });
-    assert!(ready, "boifi serve not ready:\n{}", boifi.log_text());
 
     let body = create_and_poll(&base, "reviews");
     assert!(body.contains("\"reviews-abort\""), "{body}");
@@ -228,20 +201,11 @@ fn the_binary_serves_locally_warns_about_auth_and_exits_on_sigterm() {
         "{other}"
     );
 
-    let pid = boifi.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let mut exit = None;
-    let exited = wait_until(Instant::now() + DEADLINE, || {
-        exit = boifi.child.try_wait().expect("try_wait");
-        exit.is_some()
-    });
-    assert!(exited, "boifi serve ignored SIGTERM:\n{}", boifi.log_text());
-    assert!(exit.expect("status").success(), "{}", boifi.log_text());
-    let log = boifi.log_text();
+    let exit = boifi
+        .terminate(DEADLINE)
+        .unwrap_or_else(|e| panic!("{e}:\n{}", boifi.log()));
+    assert!(exit.success(), "{}", boifi.log());
+    let log = boifi.log();
     assert!(
         log.contains("WITHOUT authentication"),
         "warning missing:\n{log}"

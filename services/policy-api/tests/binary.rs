@@ -3,23 +3,24 @@
 
 mod common;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
-use boifi_tests::{free_port, wait_until};
+use boifi_tests::free_port;
+use boifi_tests::http::ready;
+use boifi_tests::process::Process;
 use common::{policy, READER, WRITER};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_policy-api");
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A running `policy-api`, killed and reaped on drop. Its stderr goes to a log file that
+/// A running `policy-api`, killed and reaped on drop. Its output goes to a log file that
 /// failure messages include.
 struct Service {
-    child: Child,
-    log: PathBuf,
+    process: Process,
     base: String,
 }
 
@@ -27,70 +28,43 @@ impl Service {
     fn start(dir: &Path, env: &[(&str, String)]) -> Service {
         let port = free_port();
         let log = dir.join(format!("policy-api-{port}.log"));
-        let child = command(env, &log)
-            .env("BOIFI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .spawn()
-            .expect("spawn policy-api");
-        let mut service = Service {
-            child,
-            log,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let agent = agent();
-        let up = wait_until(Instant::now() + START_TIMEOUT, || {
-            if let Ok(Some(status)) = service.child.try_wait() {
-                panic!("policy-api exited with {status}:\n{}", service.log_text());
-            }
-            agent
-                .get(format!("{}/v1/ready", service.base))
-                .call()
-                .is_ok_and(|r| r.status() == 200)
-        });
-        assert!(up, "policy-api not ready in time:\n{}", service.log_text());
-        service
+        let mut command = command(env);
+        command.env("BOIFI_LISTEN_ADDR", format!("127.0.0.1:{port}"));
+        let mut process = Process::spawn("policy-api", &mut command, &log).expect("spawn");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        process
+            .wait_ready(START_TIMEOUT, || ready(addr))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Service {
+            process,
+            base: format!("http://{addr}"),
+        }
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// SIGTERM, as Kubernetes sends; returns how the process exited.
     fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "could not signal {pid}");
-        let mut status = None;
-        let exited = wait_until(Instant::now() + START_TIMEOUT, || {
-            status = self.child.try_wait().expect("try_wait");
-            status.is_some()
-        });
-        assert!(exited, "no exit after SIGTERM:\n{}", self.log_text());
-        status.unwrap()
+        self.process
+            .terminate(START_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}:\n{}", self.log_text()))
     }
 
     /// Like a crash: SIGKILL, then reap.
     fn kill(mut self) {
-        self.child.kill().expect("kill policy-api");
-        self.child.wait().expect("reap policy-api");
+        assert_eq!(self.process.exited(), None, "running until the crash");
+        self.process.stop();
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The binary with a clean environment (only what the test gives), stderr to `log`.
-fn command(env: &[(&str, String)], log: &Path) -> Command {
+/// The binary with a clean environment (only what the test gives).
+fn command(env: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("RUST_LOG", "info")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(log).expect("create log file"));
+        .envs(env.iter().map(|(k, v)| (k, v)));
     cmd
 }
 
@@ -154,7 +128,7 @@ fn serves_persists_across_a_kill_and_restart() {
         .unwrap();
     assert_eq!(read.status(), 200, "{}", second.log_text());
     assert_eq!(json_of(&mut read), created);
-    let log = second.log.clone();
+    let log = second.process.log_path().to_path_buf();
     let status = second.terminate();
     assert!(
         status.success(),
@@ -165,21 +139,10 @@ fn serves_persists_across_a_kill_and_restart() {
 
 /// Runs the binary to completion, failing if it is still running at the deadline.
 fn run_to_exit(env: &[(&str, String)], log: &Path) -> ExitStatus {
-    let mut child = command(env, log).spawn().expect("spawn policy-api");
-    let mut status = None;
-    let exited = wait_until(Instant::now() + START_TIMEOUT, || {
-        status = child.try_wait().expect("try_wait");
-        status.is_some()
-    });
-    if !exited {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "policy-api kept running:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
-    status.unwrap()
+    let mut process = Process::spawn("policy-api", &mut command(env), log).expect("spawn");
+    process
+        .wait_exit(START_TIMEOUT)
+        .unwrap_or_else(|| panic!("policy-api kept running:\n{}", process.log()))
 }
 
 #[test]

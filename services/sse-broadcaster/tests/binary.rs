@@ -4,94 +4,60 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use boifi_tests::free_port;
-use common::{call, deadline, next_event, open_stream, wait_until};
+use boifi_tests::http::{call, ready};
+use boifi_tests::process::Process;
+use boifi_tests::services::{deadline, DEADLINE};
+use boifi_tests::{free_port, wait_until};
+use common::{next_event, open_stream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sse-broadcaster");
 /// Kubernetes' default grace period is 30 s and test-images.sh allows 10 s; the binary needs
 /// well under one.
 const STOP_BUDGET: Duration = Duration::from_secs(5);
 
-/// A running `sse-broadcaster`, killed and reaped on drop. Its stderr goes to a log file that
+/// A running `sse-broadcaster`, killed and reaped on drop. Its output goes to a log file that
 /// failure messages include.
 struct Service {
-    child: Child,
-    log: PathBuf,
+    process: Process,
     addr: SocketAddr,
 }
 
 impl Service {
     fn start(dir: &Path) -> Service {
-        let port = free_port();
-        let log = dir.join(format!("sse-broadcaster-{port}.log"));
-        let child = Command::new(BIN)
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let log = dir.join(format!("sse-broadcaster-{}.log", addr.port()));
+        let mut command = Command::new(BIN);
+        command
             .env_clear()
             .env("RUST_LOG", "info")
-            .env("BOIFI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("BOIFI_DATA_DIR", dir.join("data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("create log file"))
-            .spawn()
-            .expect("spawn sse-broadcaster");
-        let mut service = Service {
-            child,
-            log,
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        };
-        let ready = wait_until(deadline(), || {
-            if let Ok(Some(status)) = service.child.try_wait() {
-                panic!(
-                    "sse-broadcaster exited with {status}:\n{}",
-                    service.log_text()
-                );
-            }
-            matches!(
-                call(service.addr, "GET", "/v1/ready", None, deadline()),
-                Ok((200, _))
-            )
-        });
-        assert!(ready, "not ready in time:\n{}", service.log_text());
-        service
+            .env("BOIFI_LISTEN_ADDR", addr.to_string())
+            .env("BOIFI_DATA_DIR", dir.join("data"));
+        let mut process = Process::spawn("sse-broadcaster", &mut command, &log).expect("spawn");
+        process
+            .wait_ready(DEADLINE, || ready(addr))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Service { process, addr }
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// Sends SIGTERM; returns the exit status and how long the exit took, or panics with the
     /// log when the process is still running after [`STOP_BUDGET`].
     fn terminate(&mut self) -> (ExitStatus, Duration) {
-        let pid = self.child.id().to_string();
         let start = Instant::now();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "could not signal {pid}");
-        let mut status = None;
-        let exited = wait_until(start + STOP_BUDGET, || {
-            status = self.child.try_wait().expect("try_wait");
-            status.is_some()
-        });
-        let took = start.elapsed();
-        assert!(
-            exited,
-            "still running {took:?} after SIGTERM:\n{}",
-            self.log_text()
-        );
-        (status.expect("exited"), took)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let status = self
+            .process
+            .terminate(STOP_BUDGET)
+            .unwrap_or_else(|e| panic!("{e}:\n{}", self.log_text()));
+        (status, start.elapsed())
     }
 }
 

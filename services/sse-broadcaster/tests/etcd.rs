@@ -3,6 +3,7 @@
 mod common;
 
 use boifi_sse_broadcaster::Settings;
+use boifi_tests::services::{deadline, Services};
 use boifi_tests::EtcdServer;
 use common::*;
 

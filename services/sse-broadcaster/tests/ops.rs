@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use boifi_sse_broadcaster::{run, Broadcaster, Settings, SystemClock};
 use boifi_store::{open_store, StoreSettings};
+use boifi_tests::http::{call, request};
+use boifi_tests::services::{deadline, Services, DEADLINE};
+use boifi_tests::wait_until;
 use common::*;
 use serde_json::Value;
 

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use boifi_sse_broadcaster::{ManualClock, Settings};
+use boifi_tests::http::{call, Block};
+use boifi_tests::services::{deadline, Services};
+use boifi_tests::wait_until;
 use common::*;
 use serde_json::json;
 

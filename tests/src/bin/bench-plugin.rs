@@ -29,18 +29,13 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use boifi_tests::envoy::{plugin_wasm, Envoy, KeepAliveClient, LaunchOptions};
+use boifi_tests::envoy::{plugin_wasm, Envoy, LaunchOptions};
+use boifi_tests::http::KeepAliveClient;
 use boifi_tests::mesh::{ControlPlane, ControlPlaneKind, MeshBuilder, Req, WorkloadSpec};
 use boifi_tests::wait_until;
+use clap::builder::RangedU64ValueParser;
+use clap::Parser;
 use serde_json::json;
-
-const USAGE: &str =
-    "usage: bench-plugin [--rounds N] [--requests N] [--seconds S] [--changes N] [--policies N]
-  --rounds N    interleaved rounds (default 5)
-  --requests N  timed requests per variant and round, one connection (default 5000)
-  --seconds S   seconds of closed-loop load per variant and round (default 2)
-  --changes N   policy changes for the propagation measurement (default 50)
-  --policies N  policies loaded in the `plugin-100` variant (default 100)";
 
 const ENVOY_CPU: &str = "0";
 const LOAD_CPU: &str = "1";
@@ -50,53 +45,37 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// The plugin's stat holding how many policies select the workload.
 const POLICIES_ACTIVE: &str = "wasmcustom.boifi_policies_active";
 
-#[derive(Debug)]
+/// What the BOIFI plugin costs a request, and how fast a policy change reaches every sidecar.
+#[derive(Debug, Parser)]
+#[command(name = "bench-plugin")]
 struct Args {
+    /// Interleaved rounds.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = whole_number(1, MAX))]
     rounds: usize,
+    /// Timed requests per variant and round, on one connection (at least 100).
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = whole_number(100, MAX))]
     requests: usize,
-    seconds: u64,
+    /// Seconds of closed-loop load per variant and round.
+    #[arg(long, value_name = "S", default_value_t = 2, value_parser = whole_number(1, MAX))]
+    seconds: usize,
+    /// Policy changes for the propagation measurement.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = whole_number(1, MAX))]
     changes: usize,
+    /// Policies loaded in the `plugin-100` variant (at most 1000).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_POLICIES, value_parser = whole_number(1, 1000))]
     policies: usize,
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut parsed = Args {
-        rounds: 5,
-        requests: 5000,
-        seconds: 2,
-        changes: 50,
-        policies: DEFAULT_POLICIES,
-    };
-    let mut args = args.peekable();
-    while let Some(arg) = args.next() {
-        let mut number = |name: &str| -> Result<u64, String> {
-            let value = args.next().ok_or(format!("{name} needs a value"))?;
-            match value.parse::<u64>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(format!("{name}: `{value}` is not a positive whole number")),
-            }
-        };
-        match arg.as_str() {
-            "--rounds" => parsed.rounds = number("--rounds")? as usize,
-            "--requests" => parsed.requests = number("--requests")?.max(100) as usize,
-            "--seconds" => parsed.seconds = number("--seconds")?,
-            "--changes" => parsed.changes = number("--changes")? as usize,
-            "--policies" => parsed.policies = number("--policies")?.min(1000) as usize,
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    Ok(parsed)
+/// No bound but the machine's.
+const MAX: u64 = u32::MAX as u64;
+
+/// A whole number in `min..=max`.
+fn whole_number(min: u64, max: u64) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(min..=max)
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench-plugin: {e}\n{USAGE}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(&args) {
+    match run(&Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-plugin: {e}");
@@ -381,7 +360,7 @@ fn measure_one(envoy: &Envoy, args: &Args) -> Result<Sample, String> {
             .join()
             .map_err(|_| "latency thread panicked".to_owned())?
     })?;
-    let (cpu_us_per_request, requests_per_s) = throughput(envoy, args.seconds)?;
+    let (cpu_us_per_request, requests_per_s) = throughput(envoy, args.seconds as u64)?;
     Ok(Sample {
         p50_us,
         p99_us,
@@ -636,21 +615,30 @@ fn report(args: &Args, plugin_size: u64, cost: &CostSamples, propagation: &Propa
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
+
+    fn parse(list: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("bench-plugin").chain(list.iter().copied()))
+    }
 
     #[test]
     fn arguments() {
-        let parse = |list: &[&str]| parse_args(list.iter().map(|s| (*s).to_owned()));
+        Args::command().debug_assert();
         let a = parse(&[]).expect("defaults");
         assert_eq!(
-            (a.rounds, a.requests, a.seconds, a.changes),
-            (5, 5000, 2, 50)
+            (a.rounds, a.requests, a.seconds, a.changes, a.policies),
+            (5, 5000, 2, 50, DEFAULT_POLICIES)
         );
         let a = parse(&["--rounds", "2", "--changes", "3"]).expect("values");
         assert_eq!((a.rounds, a.changes), (2, 3));
-        assert!(parse(&["--rounds", "0"]).unwrap_err().contains("--rounds"));
-        assert!(parse(&["--seconds"]).unwrap_err().contains("needs a value"));
-        assert!(parse(&["--x"]).unwrap_err().contains("`--x`"));
+        let message = |list: &[&str]| parse(list).unwrap_err().to_string();
+        assert!(message(&["--rounds", "0"]).contains("--rounds"));
+        assert!(message(&["--requests", "99"]).contains("--requests"));
+        assert!(message(&["--policies", "1001"]).contains("--policies"));
+        assert!(message(&["--seconds"]).contains("--seconds"));
+        assert!(message(&["--x"]).contains("'--x'"));
     }
 
     #[test]

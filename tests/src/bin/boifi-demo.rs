@@ -13,11 +13,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use boifi_tests::mesh::{ControlPlaneKind, Mesh, MeshBuilder, Outcomes, Req, WorkloadSpec};
+use clap::Parser;
 use serde_json::{json, Value};
-
-const USAGE: &str = "usage: boifi-demo [--once] [--port PORT]
-  --once       exit after the demo instead of running until Ctrl-C
-  --port PORT  port of the BOIFI API on 127.0.0.1 (default 8080; 0 picks a free one)";
 
 /// The documented example: reviews v2, GET /api* with `x-user: test`, 50%: 200 ms delay, then 503.
 const EXAMPLE_POLICY: &str = include_str!("../../../docs/examples/reviews-abort.json");
@@ -25,50 +22,21 @@ const EXAMPLE_FILE: &str = "docs/examples/reviews-abort.json";
 /// Requests per row of the results table.
 const REQUESTS: usize = 20;
 
-#[derive(Debug)]
+/// BOIFI on a local mesh: `boifi serve`, two workloads behind real Envoys with the plugin, and
+/// traffic before and after the example policy.
+#[derive(Debug, Parser)]
+#[command(name = "boifi-demo")]
 struct Args {
+    /// Exit after the demo instead of running until Ctrl-C.
+    #[arg(long)]
     once: bool,
+    /// Port of the BOIFI API on 127.0.0.1 (0 picks a free one).
+    #[arg(long, value_name = "PORT", default_value_t = 8080)]
     port: u16,
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut parsed = Args {
-        once: false,
-        port: 8080,
-    };
-    let mut args = args.peekable();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--once" => parsed.once = true,
-            "--port" => {
-                let value = args.next().ok_or("--port needs a value")?;
-                parsed.port = value
-                    .parse()
-                    .map_err(|_| format!("--port: `{value}` is not a port number"))?;
-            }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    Ok(parsed)
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("boifi-demo: {e}");
-            }
-            eprintln!("{USAGE}");
-            return if e.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            };
-        }
-    };
-    match run(&args) {
+    match run(&Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("boifi-demo: {e}");
@@ -255,6 +223,10 @@ fn print_next_steps(mesh: &Mesh) {
         ratings.addr()
     );
     println!(
+        "   curl -N 'http://{api}/v1/config/stream?namespace=demo&service=reviews'   # reviews' \
+         stream: a policy written through the API shows up here at once"
+    );
+    println!(
         "   curl -s -X POST -H 'content-type: application/json' --data @{EXAMPLE_FILE} http://{api}/v1/policies"
     );
     println!("   curl -s -X DELETE http://{api}/v1/policies/ratings-delay");
@@ -288,24 +260,39 @@ fn wait_for_signal() -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
-    fn args(list: &[&str]) -> Result<Args, String> {
-        parse_args(list.iter().map(|s| (*s).to_owned()))
+    fn args(list: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("boifi-demo").chain(list.iter().copied()))
     }
 
     #[test]
     fn arguments() {
+        Args::command().debug_assert();
         let a = args(&[]).expect("defaults");
         assert!(!a.once);
         assert_eq!(a.port, 8080);
         let a = args(&["--port", "0", "--once"]).expect("both");
         assert!(a.once);
         assert_eq!(a.port, 0);
-        assert!(args(&["--port"]).unwrap_err().contains("--port"));
-        assert!(args(&["--port", "x"]).unwrap_err().contains("`x`"));
-        assert!(args(&["--fast"]).unwrap_err().contains("--fast"));
-        assert_eq!(args(&["--help"]).err(), Some(String::new()));
+        assert!(args(&["--port"])
+            .unwrap_err()
+            .to_string()
+            .contains("--port"));
+        assert!(args(&["--port", "x"])
+            .unwrap_err()
+            .to_string()
+            .contains("'x'"));
+        assert!(args(&["--fast"])
+            .unwrap_err()
+            .to_string()
+            .contains("--fast"));
+        assert_eq!(
+            args(&["--help"]).unwrap_err().kind(),
+            clap::error::ErrorKind::DisplayHelp
+        );
     }
 
     #[test]
