@@ -6,7 +6,8 @@
 //! - [`compile`]: validation of every rule in the design brief (all problems, each with its
 //!   field path), producing a [`CompiledPolicy`] with regexes built once.
 //! - Matching: [`Selector::matches`] a [`Workload`] ([`Selector::may_match`] for stream
-//!   filters), [`CompiledRule::matches`] a [`RequestView`], expiry
+//!   filters), [`CompiledRule::matches`] a [`RequestView`] (or any [`RequestLookup`], for
+//!   callers that read headers on demand; [`CompiledPolicy::header_names`] says which), expiry
 //!   ([`CompiledRule::is_active`]) and unbiased sampling ([`CompiledFault::sample`]: once per
 //!   request and rule, by the caller). Regexes use `regex-lite` syntax, ASCII classes as in RE2,
 //!   anchored to the whole value.
@@ -28,7 +29,8 @@ mod validate;
 
 pub use error::{FieldError, ValidationErrors};
 pub use matching::{
-    CompiledAbort, CompiledFault, CompiledPolicy, CompiledRule, RequestView, Workload,
+    CompiledAbort, CompiledFault, CompiledPolicy, CompiledRule, RequestLookup, RequestView,
+    Workload,
 };
 pub use parse::parse_policy;
 pub use types::*;

@@ -30,6 +30,37 @@ pub struct RequestView<'a> {
     pub headers: &'a [(&'a str, &'a str)],
 }
 
+/// A request that rules read part by part, for callers where each part has a cost (the Wasm
+/// plugin fetches each from Envoy with a host call). A rule asks for the path, then the method,
+/// then each header it names, and stops at the first condition that fails, so a caller that
+/// fetches on demand reads only what the rules get to.
+pub trait RequestLookup {
+    /// `:method`.
+    fn method(&self) -> &str;
+    /// `:path`, query string included.
+    fn path(&self) -> &str;
+    /// Whether some value of the header `name` (lower-case) satisfies `accept`: a repeated
+    /// header matches if any of its values does, an absent one never does.
+    fn any_header_value(&self, name: &str, accept: &dyn Fn(&str) -> bool) -> bool;
+}
+
+impl RequestLookup for RequestView<'_> {
+    fn method(&self) -> &str {
+        self.method
+    }
+
+    fn path(&self) -> &str {
+        self.path
+    }
+
+    fn any_header_value(&self, name: &str, accept: &dyn Fn(&str) -> bool) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .any(|(_, value)| accept(value))
+    }
+}
+
 /// The value of a selector field that constrains something: `None` for omitted, empty or `"*"`.
 fn constraint(field: &Option<String>) -> Option<&str> {
     match field.as_deref() {
@@ -99,6 +130,19 @@ impl CompiledPolicy {
     pub fn rules(&self) -> &[CompiledRule] {
         &self.rules
     }
+
+    /// The headers any of its rules looks at: lower-case, each once, in the order the rules
+    /// first name them. (Not sorted: the lists are short, and a sort costs the Wasm plugin
+    /// kilobytes of code.)
+    pub fn header_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for name in self.rules.iter().flat_map(|r| r.header_names()) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
 }
 
 /// One string condition, checked by [`crate::compile`].
@@ -142,25 +186,32 @@ impl CompiledRule {
     /// sensitive); the path without its query string; a header condition holds when some
     /// header of that name (ASCII case ignored) has a matching value, so an absent header never
     /// matches, whatever the matcher.
-    pub fn matches(&self, request: &RequestView<'_>) -> bool {
-        if let Some(method) = &self.method {
-            if !method.matches(request.method) {
-                return false;
-            }
-        }
+    ///
+    /// `request` is a [`RequestView`] or any [`RequestLookup`]; conditions are checked path,
+    /// method, then headers in order, and only up to the first that fails.
+    pub fn matches(&self, request: &(impl RequestLookup + ?Sized)) -> bool {
+        // The path first: it is what usually tells rules apart, so a caller that reads on demand
+        // often needs nothing else.
         if let Some(path) = &self.path {
-            let without_query = request.path.split('?').next().unwrap_or_default();
+            let without_query = request.path().split('?').next().unwrap_or_default();
             if !path.matches(without_query) {
                 return false;
             }
         }
+        if let Some(method) = &self.method {
+            if !method.matches(request.method()) {
+                return false;
+            }
+        }
         self.headers.iter().all(|header| {
-            request
-                .headers
-                .iter()
-                .filter(|(name, _)| name.eq_ignore_ascii_case(&header.name))
-                .any(|(_, value)| header.value.matches(value))
+            request.any_header_value(&header.name, &|value| header.value.matches(value))
         })
+    }
+
+    /// The headers its conditions look at, lower-case, in condition order (a name given twice
+    /// appears twice).
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.headers.iter().map(|h| h.name.as_str())
     }
 
     /// False from `expires_at_ms` on (`status.rules[i].expires_at_ms` of the policy, stamped
@@ -258,3 +309,6 @@ impl CompiledAbort {
         &self.headers
     }
 }
+
+#[cfg(test)]
+mod tests;

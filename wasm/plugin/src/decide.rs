@@ -7,7 +7,7 @@
 //! (after a delay, say), so the share of faulted requests is exactly the configured one.
 //! Selectors are applied once, when a policy set is built for this workload, not per request.
 
-use boifi_policy::{CompiledAbort, CompiledFault, CompiledPolicy, RequestView, Workload};
+use boifi_policy::{CompiledAbort, CompiledFault, CompiledPolicy, RequestLookup, Workload};
 
 use crate::rng::Rng;
 
@@ -17,6 +17,8 @@ pub struct PolicySet {
     revision: u64,
     halted: bool,
     policies: Vec<CompiledPolicy>,
+    /// The request headers any rule looks at, each once.
+    header_names: Vec<String>,
 }
 
 impl PolicySet {
@@ -33,10 +35,19 @@ impl PolicySet {
             .filter(|p| p.selector().matches(workload))
             .collect();
         policies.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut header_names: Vec<String> = Vec::new();
+        for policy in &policies {
+            for name in policy.header_names() {
+                if !header_names.iter().any(|n| n == name) {
+                    header_names.push(name.to_owned());
+                }
+            }
+        }
         PolicySet {
             revision,
             halted,
             policies,
+            header_names,
         }
     }
 
@@ -52,6 +63,12 @@ impl PolicySet {
 
     pub fn policies(&self) -> &[CompiledPolicy] {
         &self.policies
+    }
+
+    /// The request headers its rules look at (lower-case, each once): all a request needs to
+    /// be read for, besides `:method` and `:path`.
+    pub fn header_names(&self) -> &[String] {
+        &self.header_names
     }
 
     /// The policy a [`FaultPlan`] of this set came from.
@@ -101,9 +118,10 @@ impl FaultPlan {
     }
 }
 
-/// Decides for one request at `now_ms` (Unix ms; expiry times are the server's).
+/// Decides for one request at `now_ms` (Unix ms; expiry times are the server's). `request` is
+/// read only as far as the rules get (see [`crate::request`]).
 pub fn decide(
-    request: &RequestView<'_>,
+    request: &impl RequestLookup,
     set: &PolicySet,
     now_ms: u64,
     rng: &mut impl Rng,

@@ -8,6 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
 use crate::metrics::Kind;
+use crate::request::{HeaderSource, HostFailed};
 
 /// Host wall clock in ns since the Unix epoch.
 pub fn now_ns() -> Option<u64> {
@@ -26,19 +27,28 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
 }
 
-/// All request headers; values that are not UTF-8 are converted lossily (a matcher can still
-/// see the rest of the value).
-pub fn request_headers() -> Option<Vec<(String, String)>> {
-    let map = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
-    Some(
-        map.into_iter()
-            .map(|(name, value)| {
-                let value = String::from_utf8(value)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                (name, value)
-            })
-            .collect(),
-    )
+/// The current request's headers, as rules read them. Values that are not UTF-8 are converted
+/// lossily (a matcher can still see the rest of the value).
+pub struct RequestHeaders;
+
+impl HeaderSource for RequestHeaders {
+    fn first(&self, name: &str) -> Result<Option<String>, HostFailed> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .map(|value| value.map(lossy_utf8))
+            .map_err(|_| HostFailed)
+    }
+
+    fn all(&self) -> Result<Vec<(String, String)>, HostFailed> {
+        let map = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map_err(|_| HostFailed)?;
+        Ok(map
+            .into_iter()
+            .map(|(name, value)| (name, lossy_utf8(value)))
+            .collect())
+    }
+}
+
+fn lossy_utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Sets (replaces) a response header.

@@ -5,6 +5,7 @@
 //! - [`config`]: the plugin configuration (JSON), checked, with defaults.
 //! - [`identity`]: the workload from Envoy node metadata.
 //! - [`decide`]: the per-request decision over a [`decide::PolicySet`].
+//! - [`request`]: the request as rules read it, fetched from Envoy only as far as they get.
 //! - [`sync`]: the long-poll client for the sse-broadcaster, with backoff and jitter.
 //! - [`holds`]: requests held by delays, by deadline.
 //! - [`metrics`]: stat names; [`rng`]: the per-VM random source.
@@ -24,13 +25,14 @@ pub mod holds;
 mod host;
 pub mod identity;
 pub mod metrics;
+pub mod request;
 pub mod rng;
 pub mod sync;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use boifi_policy::{RequestView, Workload};
+use boifi_policy::Workload;
 use log::{debug, error, info, warn};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -39,6 +41,7 @@ use crate::config::PluginConfig;
 use crate::decide::{decide, Decision, FaultPlan, PolicySet};
 use crate::holds::{tick_period_ms, Holds};
 use crate::metrics::{FaultType, Kind, Registry};
+use crate::request::LazyRequest;
 use crate::rng::SplitMix64;
 use crate::sync::{PollOutcome, Poller, MAX_BODY_BYTES};
 
@@ -407,25 +410,23 @@ impl Request {
             return Action::Continue;
         }
         let set = Rc::clone(&vm.set);
-        // Nothing can apply: skip reading headers, the common case must stay cheap.
+        // Nothing can apply: read nothing, the common case must stay cheap.
         if set.halted() || set.policies().is_empty() {
             return Action::Continue;
         }
-        let (Some(headers), Some(now_ns)) = (host::request_headers(), host::now_ns()) else {
+        let Some(now_ns) = host::now_ns() else {
             vm.count(metrics::FAIL_OPEN, 1);
             return Action::Continue;
         };
-        let pairs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let pseudo = |name: &str| pairs.iter().find(|(n, _)| *n == name).map_or("", |p| p.1);
-        let request = RequestView {
-            method: pseudo(":method"),
-            path: pseudo(":path"),
-            headers: &pairs,
-        };
-        let Decision::Fault(plan) = decide(&request, &set, now_ns / NS_PER_MS, &mut vm.rng) else {
+        // Headers are fetched one by one as rules ask for them, not as a whole map.
+        let request = LazyRequest::new(host::RequestHeaders, set.header_names());
+        let decision = decide(&request, &set, now_ns / NS_PER_MS, &mut vm.rng);
+        // A rule saw a value the host failed to give: the decision may be wrong, pass.
+        if request.failed() {
+            vm.count(metrics::FAIL_OPEN, 1);
+            return Action::Continue;
+        }
+        let Decision::Fault(plan) = decision else {
             return Action::Continue;
         };
         let Some(policy) = set.policy(&plan) else {

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use boifi_policy::{compile, Policy};
+use boifi_policy::{compile, Policy, RequestView};
 use serde_json::json;
 
 use super::*;
