@@ -111,7 +111,10 @@ fn field_path(path: &serde_ignored::Path<'_>) -> String {
 /// rendering, `.` for the root). serde reports a missing field at its parent's path; the path
 /// is extended so it names the field itself.
 fn describe(path: &str, e: &serde_json::Error) -> (String, String) {
-    if e.is_syntax() || e.is_eof() {
+    // serde_json files a number no type can hold (`1e309`) under syntax, yet the text is JSON
+    // and the value is what is wrong, so it is reported at its field like other bad values.
+    let out_of_range = e.to_string().starts_with("number out of range");
+    if (e.is_syntax() && !out_of_range) || e.is_eof() {
         // Not JSON, so no field to blame; where it is in the text is what helps.
         return (String::new(), format!("invalid JSON: {e}"));
     }

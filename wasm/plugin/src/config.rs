@@ -338,4 +338,80 @@ mod tests {
             Err(ConfigError::TooLarge(MAX_CONFIG_BYTES + 1))
         );
     }
+
+    /// Parses possibly broken bytes: no panic, and a rejection names a field it knows.
+    fn assert_handled(bytes: &[u8]) -> Result<Parsed, ConfigError> {
+        let result = parse(Some(bytes));
+        match &result {
+            Err(ConfigError::Missing(field) | ConfigError::Invalid { field, .. }) => {
+                assert!(KNOWN_FIELDS.contains(field), "{field}")
+            }
+            Err(e) => assert!(!e.to_string().is_empty()),
+            Ok(_) => {}
+        }
+        result
+    }
+
+    const FULL: &str = r#"{"broadcaster_cluster":"outbound|8081||boifi.svc","broadcaster_authority":"boifi:8081","stream_path":"/v1/config/stream","poll_wait_ms":30000,"poll_timeout_margin_ms":5000,"backoff_min_ms":250,"backoff_max_ms":30000}"#;
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for len in 0..FULL.len() {
+            assert_handled(&FULL.as_bytes()[..len]).expect_err(&FULL[..len]);
+        }
+        assert_handled(FULL.as_bytes()).expect("complete");
+    }
+
+    #[test]
+    fn mutations_never_panic() {
+        let mut rejected = 0;
+        for mutant in crate::garbage::mutants(FULL.as_bytes(), 7, 3_000) {
+            rejected += usize::from(assert_handled(&mutant).is_err());
+        }
+        assert!(rejected > 1_500, "only {rejected} rejected");
+    }
+
+    #[test]
+    fn hostile_values_are_rejected_with_their_field() {
+        let deep = crate::garbage::nested(10_000);
+        for field in KNOWN_FIELDS {
+            for value in [
+                deep.as_str(),
+                "1e309",
+                "-1",
+                "18446744073709551616",
+                "1.5",
+                "\"\\ud800\"",
+                "{}",
+            ] {
+                let json = format!(
+                    r#"{{"broadcaster_cluster":"c","broadcaster_authority":"a","{field}":{value}}}"#
+                );
+                match assert_handled(json.as_bytes()) {
+                    Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                    other => panic!("{field}={}: {other:?}", &value[..value.len().min(20)]),
+                }
+            }
+        }
+        // Deep nesting and long strings in an unknown field: skipped, reported, not fatal.
+        let json =
+            format!(r#"{{"broadcaster_cluster":"c","broadcaster_authority":"a","x":{deep}}}"#);
+        assert_eq!(
+            assert_handled(json.as_bytes()).unwrap().unknown_fields,
+            ["x"]
+        );
+        // A long unknown key filling the limit exactly, then one byte more.
+        let long = "k".repeat(MAX_CONFIG_BYTES - MINIMAL.len() - 5);
+        let at_limit = format!(r#"{{"{long}":1,{}"#, &MINIMAL[1..]);
+        assert_eq!(at_limit.len(), MAX_CONFIG_BYTES);
+        assert_eq!(
+            assert_handled(at_limit.as_bytes()).unwrap().unknown_fields,
+            [long.as_str()]
+        );
+        let over = format!(r#"{{"{long}k":1,{}"#, &MINIMAL[1..]);
+        assert_eq!(
+            assert_handled(over.as_bytes()),
+            Err(ConfigError::TooLarge(MAX_CONFIG_BYTES + 1))
+        );
+    }
 }

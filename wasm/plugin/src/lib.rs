@@ -21,6 +21,8 @@
 
 pub mod config;
 pub mod decide;
+#[cfg(test)]
+mod garbage;
 pub mod holds;
 mod host;
 pub mod identity;

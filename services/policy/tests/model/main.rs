@@ -3,6 +3,7 @@
 
 mod matching;
 mod parse;
+mod robustness;
 mod status;
 mod validate;
 

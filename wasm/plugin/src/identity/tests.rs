@@ -159,3 +159,110 @@ fn protobuf_decoder_skips_other_wire_types_and_rejects_garbage() {
     assert!(decode_struct(&[0x0f]).is_err(), "wire type 7");
     assert!(decode_struct(&[0x80; 11]).is_err(), "varint too long");
 }
+
+/// Decodes possibly broken labels: no panic, and what comes out respects the bounds.
+fn assert_bounded(bytes: &[u8]) -> Result<BTreeMap<String, String>, &'static str> {
+    let result = decode_labels(bytes);
+    match &result {
+        Ok(map) => {
+            assert!(map.len() <= MAX_LABELS);
+            assert!(map
+                .iter()
+                .all(|(k, v)| k.len() <= MAX_VALUE_BYTES && v.len() <= MAX_VALUE_BYTES));
+        }
+        Err(e) => assert!(!e.is_empty()),
+    }
+    result
+}
+
+const LABELS: [(&str, &str); 3] = [("app", "reviews"), ("version", "v2"), ("team", "é")];
+
+#[test]
+fn truncated_label_encodings_never_panic() {
+    for encoded in [pairs(&LABELS, 0), protobuf_struct(&LABELS)] {
+        for len in 0..encoded.len() {
+            // A prefix may by chance be a smaller valid encoding; it never yields more labels.
+            if let Ok(map) = assert_bounded(&encoded[..len]) {
+                assert!(map.len() < LABELS.len(), "{len}: {map:?}");
+            }
+        }
+        assert_eq!(assert_bounded(&encoded).unwrap().len(), LABELS.len());
+    }
+}
+
+#[test]
+fn mutated_label_encodings_never_panic() {
+    for (seed, encoded) in [(1, pairs(&LABELS, 3)), (2, protobuf_struct(&LABELS))] {
+        let mut rejected = 0;
+        for mutant in crate::garbage::mutants(&encoded, seed, 3_000) {
+            rejected += usize::from(assert_bounded(&mutant).is_err());
+        }
+        assert!(rejected > 1_000, "seed {seed}: only {rejected} rejected");
+    }
+}
+
+#[test]
+fn label_sizes_at_and_over_the_limits() {
+    let long = "v".repeat(MAX_VALUE_BYTES);
+    let longer = "v".repeat(MAX_VALUE_BYTES + 1);
+    assert_eq!(
+        assert_bounded(&pairs(&[("k", &long)], 0)).unwrap()["k"],
+        long
+    );
+    assert!(assert_bounded(&pairs(&[("k", &longer)], 0)).is_err());
+    assert!(assert_bounded(&pairs(&[(&longer, "v")], 0)).is_err());
+
+    let names: Vec<String> = (0..=MAX_LABELS).map(|i| format!("k{i}")).collect();
+    let entries: Vec<(&str, &str)> = names.iter().map(|k| (k.as_str(), "v")).collect();
+    let most = &entries[..MAX_LABELS];
+    for encoded in [pairs(most, 0), protobuf_struct(most)] {
+        assert_eq!(assert_bounded(&encoded).unwrap().len(), MAX_LABELS);
+    }
+    for encoded in [pairs(&entries, 0), protobuf_struct(&entries)] {
+        assert!(assert_bounded(&encoded).is_err());
+    }
+
+    // The whole map: padding counts, so exactly the limit is read and one byte more is not.
+    let at_limit = pairs(&LABELS, MAX_MAP_BYTES - pairs(&LABELS, 0).len());
+    assert_eq!(at_limit.len(), MAX_MAP_BYTES);
+    assert_eq!(assert_bounded(&at_limit).unwrap().len(), LABELS.len());
+    let mut over = at_limit;
+    over.push(0);
+    assert_eq!(assert_bounded(&over), Err("map too large"));
+
+    // Protobuf lengths that claim far more than is there, up to a u64 varint.
+    for claim in [
+        &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f][..],
+        &[
+            0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ],
+    ] {
+        assert!(assert_bounded(claim).is_err());
+    }
+}
+
+#[test]
+fn garbage_metadata_is_reported_per_key() {
+    let long = vec![b'n'; MAX_VALUE_BYTES + 1];
+    for (name, labels) in [
+        (long.clone(), vec![0xff; 9]),
+        (vec![0xc3], pairs(&LABELS, 0)[..7].to_vec()),
+        (b"ok".to_vec(), vec![0; MAX_MAP_BYTES + 1]),
+    ] {
+        let resolved = resolve(metadata(vec![
+            (vec!["xds", "node", "metadata", "WORKLOAD_NAME"], name),
+            (vec!["node", "metadata", "LABELS"], labels),
+        ]));
+        assert!(!resolved.labels_known);
+        assert!(resolved.workload.labels.is_empty());
+        let keys: Vec<&str> = resolved
+            .problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap())
+            .collect();
+        assert!(
+            keys.contains(&"NAMESPACE") && keys.contains(&"LABELS"),
+            "{keys:?}"
+        );
+    }
+}

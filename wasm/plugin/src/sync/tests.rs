@@ -260,3 +260,155 @@ fn too_many_policies_are_cut() {
     );
     assert_eq!(s.policies.len(), MAX_POLICIES + 2);
 }
+
+/// What a body that may be broken must lead to: an error (the caller keeps its set), an
+/// unchanged answer, or a snapshot whose unusable policies each say which and why.
+fn assert_handled(body: &[u8]) -> Result<PollOutcome, FetchError> {
+    let outcome = interpret(Some("200"), body);
+    match &outcome {
+        Err(e) => assert!(!e.to_string().is_empty()),
+        Ok(PollOutcome::Unchanged) => {}
+        Ok(PollOutcome::Snapshot(s)) => {
+            for bad in s.policies.iter().filter_map(|p| p.as_ref().err()) {
+                assert!(!bad.policy.is_empty() && !bad.message.is_empty(), "{bad:?}");
+            }
+        }
+    }
+    outcome
+}
+
+#[test]
+fn truncated_bodies_fail_or_say_unchanged_and_keep_the_set() {
+    let body = snapshot_body(9, false, &[POLICY, POLICY]);
+    let data_end = body.rfind('}').expect("data ends with an object") + 1;
+    let mut rng = SplitMix64::new(5);
+    for len in 0..body.len() {
+        let cut = &body.as_bytes()[..len];
+        match assert_handled(cut) {
+            // A cut inside the data leaves JSON that cannot parse.
+            Err(e) => assert!(matches!(e, FetchError::Parse(_)), "{len}: {e}"),
+            Ok(PollOutcome::Unchanged) => {
+                assert!(!body[..len].contains("data:"), "{len}: data was dropped")
+            }
+            Ok(PollOutcome::Snapshot(s)) => {
+                assert!(len >= data_end, "{len}: snapshot from a cut data line");
+                assert_eq!(s.revision, 9);
+                assert!(s.policies.iter().all(Result::is_ok));
+            }
+        }
+    }
+    // Through the poller: a cut body is a failure, and the revision stays for the next poll.
+    let mut poller = poller(0);
+    poller.sent(1, 0);
+    poller
+        .on_response(0, Some("200"), body.as_bytes(), &mut rng)
+        .expect("complete body");
+    poller.sent(2, 0);
+    let cut = &body.as_bytes()[..data_end - 1];
+    assert!(poller.on_response(0, Some("200"), cut, &mut rng).is_err());
+    assert_eq!(poller.revision(), Some(9));
+    assert_eq!(poller.failures(), 1);
+}
+
+#[test]
+fn mutated_bodies_never_panic() {
+    let body = snapshot_body(
+        3,
+        true,
+        &[
+            POLICY,
+            r#"{"metadata":{"name":"p2"},"spec":{"selector":{"labels":{"a":"b"}},"rules":[{"match":{"path":{"regex":"/x/[0-9]+"},"headers":[{"name":"x-u","exact":"t"}]},"fault":{"percentage":50,"delay":{"fixed_delay_ms":10}}}]}}"#,
+        ],
+    );
+    let (mut errors, mut snapshots) = (0, 0);
+    for mutant in crate::garbage::mutants(body.as_bytes(), 11, 3_000) {
+        match assert_handled(&mutant) {
+            Err(_) => errors += 1,
+            Ok(PollOutcome::Snapshot(_)) => snapshots += 1,
+            Ok(PollOutcome::Unchanged) => {}
+        }
+    }
+    assert!(
+        errors > 500 && snapshots > 200,
+        "{errors} errors, {snapshots} snapshots"
+    );
+}
+
+#[test]
+fn hostile_snapshots_are_errors_or_skipped_policies() {
+    let deep = crate::garbage::nested(10_000);
+    // The snapshot itself too deep, or numbers no revision can hold: the whole body fails.
+    for data in [
+        deep.clone(),
+        format!("{{\"revision\":{deep}}}"),
+        "{\"revision\":18446744073709551616}".to_owned(),
+        "{\"revision\":-1}".to_owned(),
+        "{\"revision\":1e309}".to_owned(),
+        "{\"revision\":1,\"halted\":\"yes\"}".to_owned(),
+        "{\"revision\":1,\"policies\":{}}".to_owned(),
+    ] {
+        let body = format!("event: snapshot\ndata: {data}\n\n");
+        let err = assert_handled(body.as_bytes()).expect_err(&data[..data.len().min(40)]);
+        assert!(matches!(err, FetchError::Parse(_)), "{err}");
+    }
+    // One policy too deep or too long: only that policy is skipped.
+    let long_name = POLICY.replace("\"p1\"", &format!("\"{}\"", "p".repeat(100_000)));
+    let body = snapshot_body(4, false, &[&deep, POLICY, &long_name, "\"\\u0000\""]);
+    let Ok(PollOutcome::Snapshot(s)) = assert_handled(body.as_bytes()) else {
+        panic!("the snapshot itself is fine");
+    };
+    let ok: Vec<bool> = s.policies.iter().map(Result::is_ok).collect();
+    assert_eq!(ok, [false, true, false, false]);
+}
+
+#[test]
+fn bodies_at_the_size_limit() {
+    let snapshot = snapshot_body(2, false, &[POLICY]);
+    // Padded with an SSE comment to exactly the limit: still read.
+    let pad = MAX_BODY_BYTES - snapshot.len() - 2;
+    let body = format!(":{}\n{snapshot}", "x".repeat(pad));
+    assert_eq!(body.len(), MAX_BODY_BYTES);
+    assert!(matches!(
+        assert_handled(body.as_bytes()),
+        Ok(PollOutcome::Snapshot(_))
+    ));
+    // One byte more: refused before it is read.
+    let body = format!(":{}\n{snapshot}", "x".repeat(pad + 1));
+    assert_eq!(
+        assert_handled(body.as_bytes()).unwrap_err(),
+        FetchError::TooLarge(MAX_BODY_BYTES + 1)
+    );
+    // Under the limit but made of many tiny lines and events: no snapshot, no error.
+    let lines = "data: x\n\nevent: other\n:\n".repeat(MAX_BODY_BYTES / 64);
+    assert!(matches!(
+        assert_handled(lines.as_bytes()),
+        Ok(PollOutcome::Unchanged)
+    ));
+    // Data split over very many lines is joined, then rejected as JSON.
+    let body = format!("event: snapshot\n{}\n", "data: [\n".repeat(100_000));
+    assert!(matches!(
+        assert_handled(body.as_bytes()),
+        Err(FetchError::Parse(_))
+    ));
+}
+
+#[test]
+fn status_and_utf8_garbage_are_errors() {
+    let long_status = "9".repeat(10_000);
+    for status in [
+        None,
+        Some(""),
+        Some("20"),
+        Some("2000"),
+        Some(long_status.as_str()),
+    ] {
+        let err = interpret(status, b"").expect_err("not 200");
+        assert!(err.to_string().len() < 64, "{err}");
+    }
+    let mut body = snapshot_body(1, false, &[POLICY]).into_bytes();
+    body.insert(30, 0xc3);
+    assert_eq!(
+        interpret(Some("200"), &body).unwrap_err(),
+        FetchError::Parse("not UTF-8".into())
+    );
+}
