@@ -27,8 +27,10 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${py_requi
     printf '%s' "${py_requirements[*]}" >"$stamp"
 fi
 
+# Node runs the Istio models that validate WasmPlugins and EnvoyFilters; machines of this kind
+# ship Node 20, Debian's nodejs is the fallback.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    die "node and npm are needed for the WasmPlugin and EnvoyFilter checks"
+    apt_install nodejs npm
 fi
 if [ "$(node -p 'require(process.argv[1]).version' "$node_dir/node_modules/@kubernetes-models/istio/package.json" 2>/dev/null)" != "${istio_models##*@}" ]; then
     log "npm $istio_models into $node_dir"
