@@ -146,3 +146,73 @@ fn delay_is_never_early_and_only_a_few_ms_late() {
     assert!(p50 < 20_000, "median lateness {p50} us");
     assert_eq!(upstream.requests(), 5 + 20 + 1);
 }
+
+/// Held polls the broadcaster counts, from its `/metrics`.
+fn held_polls(plane: &Services) -> Option<u64> {
+    plane
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"boifi_broadcaster_clients{mode="poll"} "#))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Sends `n` requests, each on its own connection (Envoy spreads connections over its workers),
+/// and returns how many were aborted by `policy` with `status`.
+fn faulted(envoy: &Envoy, n: usize, policy: &str, status: u16) -> usize {
+    (0..n)
+        .filter(|_| {
+            get(envoy.addr(), "/api/items")
+                .is_ok_and(|r| r.status == status && r.header("x-boifi-fault") == Some(policy))
+        })
+        .count()
+}
+
+#[test]
+fn one_poll_per_envoy_feeds_every_worker() {
+    const REQUESTS: usize = 60;
+    let plane = Services::embedded(Settings::default(), None);
+    let upstream = Upstream::start();
+    // A long wait, so the one poll is held steadily between changes.
+    let config = EnvoyBuilder::default_plugin_config().replace("2000", "20000");
+    assert!(config.contains("\"poll_wait_ms\":20000"), "{config}");
+    let envoy = EnvoyBuilder::new(upstream.port(), plane.broadcaster().port())
+        .plugin_config(&config)
+        .concurrency(3)
+        .start();
+    let policy = |status: u16| {
+        json!({
+            "metadata": {"name": "reviews-abort"},
+            "spec": {
+                "selector": {"namespace": "demo", "service": "reviews"},
+                "rules": [{"fault": {"abort": {"httpStatus": status}, "percentage": 100}}]
+            }
+        })
+    };
+
+    let revision = plane.put(&policy(503));
+    // Every VM, the four of them, applies it: the three workers and the main thread.
+    wait_for_revision(&envoy, revision);
+    assert_eq!(envoy.plugin_vms(), 4);
+    assert!(
+        wait_until(deadline(), || held_polls(&plane) == Some(1)),
+        "one held poll: {:?}",
+        held_polls(&plane)
+    );
+    assert_eq!(faulted(&envoy, REQUESTS, "reviews-abort", 503), REQUESTS);
+
+    let revision = plane.put(&policy(429));
+    wait_for_revision(&envoy, revision);
+    assert_eq!(faulted(&envoy, REQUESTS, "reviews-abort", 429), REQUESTS);
+    assert_eq!(upstream.requests(), 0, "every request was aborted");
+    // Still one poll after the change: the followers never poll.
+    assert!(
+        wait_until(deadline(), || held_polls(&plane) == Some(1)),
+        "one held poll after the update: {:?}",
+        held_polls(&plane)
+    );
+    let log = envoy.log();
+    assert!(
+        !log.contains("cannot poll") && !log.contains("policy poll failed"),
+        "{log}"
+    );
+}

@@ -130,3 +130,13 @@ pub fn record_metric(id: u32, value: u64) {
 pub fn log_level() -> Option<LogLevel> {
     hostcalls::get_log_level().ok()
 }
+
+/// A shared-data value (shared by the VMs of this plugin in the Envoy process) and its CAS.
+pub fn shared_data(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    hostcalls::get_shared_data(key).unwrap_or((None, None))
+}
+
+/// Writes a shared-data value; with `cas`, only if the value has not changed since.
+pub fn set_shared_data(key: &str, value: &[u8], cas: Option<u32>) -> bool {
+    hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+}

@@ -7,6 +7,7 @@
 //! - [`decide`]: the per-request decision over a [`decide::PolicySet`].
 //! - [`request`]: the request as rules read it, fetched from Envoy only as far as they get.
 //! - [`sync`]: the long-poll client for the sse-broadcaster, with backoff and jitter.
+//! - [`share`]: one poll per Envoy: the lease that elects the polling VM.
 //! - [`holds`]: requests held by delays, by deadline.
 //! - [`metrics`]: stat names; [`rng`]: the per-VM random source.
 //!
@@ -14,8 +15,9 @@
 //! below. Everything fails open: a bad configuration, an unreachable broadcaster or a failed
 //! host call lets traffic through untouched.
 //!
-//! One VM, hence one root context, runs per Envoy worker thread (plus one on the main thread);
-//! each polls the broadcaster and keeps its own state.
+//! One VM, hence one root context, runs per Envoy worker thread (plus one on the main thread),
+//! each with its own state. Only the VM holding the lease polls the broadcaster; it publishes
+//! each snapshot in shared data, where the others pick it up on their tick.
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +31,7 @@ pub mod identity;
 pub mod metrics;
 pub mod request;
 pub mod rng;
+pub mod share;
 pub mod sync;
 
 use std::cell::RefCell;
@@ -44,7 +47,7 @@ use crate::decide::{decide, Decision, FaultPlan, PolicySet};
 use crate::holds::{tick_period_ms, Holds};
 use crate::metrics::{FaultType, Kind, Registry};
 use crate::request::LazyRequest;
-use crate::rng::SplitMix64;
+use crate::rng::{Rng, SplitMix64};
 use crate::sync::{PollOutcome, Poller, MAX_BODY_BYTES};
 
 /// The header on every faulted response; its value is the policy name.
@@ -123,17 +126,24 @@ struct Root {
     config: Option<PluginConfig>,
     workload: Workload,
     poller: Option<Poller>,
+    /// This VM's name in the lease (random: context ids repeat across VMs).
+    lease_id: u64,
+    /// CAS of the shared snapshot mark last applied (or published) here.
+    mark_cas: Option<u32>,
 }
 
 impl Root {
     fn new(context_id: u32) -> Self {
         let now = host::now_ns().unwrap_or(0);
+        let mut rng = SplitMix64::seeded(now, context_id);
         Root {
+            lease_id: rng.next_u64(),
+            mark_cas: None,
             vm: Rc::new(RefCell::new(Vm {
                 root_id: context_id,
                 active: false,
                 set: Rc::new(PolicySet::default()),
-                rng: SplitMix64::seeded(now, context_id),
+                rng,
                 holds: Holds::default(),
                 poll_wake_ns: u64::MAX,
                 armed_wake_ns: u64::MAX,
@@ -155,11 +165,21 @@ impl Root {
     }
 
     fn poll_if_due(&mut self, now_ns: u64) {
+        if self.poller.is_none() {
+            return;
+        }
+        let now_ms = now_ns / NS_PER_MS;
+        self.follow();
+        let leads = self.lead(now_ms);
         let (Some(poller), Some(config)) = (self.poller.as_mut(), self.config.as_ref()) else {
             return;
         };
-        let now_ms = now_ns / NS_PER_MS;
         let mut vm = self.vm.borrow_mut();
+        let sync_ns = (now_ms + share::SYNC_MS).saturating_mul(NS_PER_MS);
+        if !leads {
+            vm.poll_wake_ns = sync_ns;
+            return;
+        }
         if let Some(err) = poller.abandon_if_stuck(now_ms, &mut vm.rng) {
             warn!(
                 "policy poll failed: {err}; keeping revision {}",
@@ -188,7 +208,64 @@ impl Root {
                 }
             }
         }
-        vm.poll_wake_ns = poller.wake_at_ms().saturating_mul(NS_PER_MS);
+        vm.poll_wake_ns = poller.wake_at_ms().saturating_mul(NS_PER_MS).min(sync_ns);
+    }
+
+    /// Whether this VM holds (renewed, or just took) the lease to poll for the whole Envoy.
+    fn lead(&self, now_ms: u64) -> bool {
+        let (lease, cas) = host::shared_data(share::LEASE_KEY);
+        let Some(lease) = share::claim(lease.as_deref(), self.lease_id, now_ms) else {
+            return false;
+        };
+        if !host::set_shared_data(share::LEASE_KEY, lease.as_bytes(), cas) {
+            return false;
+        }
+        // A first lease is written without CAS, so several VMs may write it: the last one wins.
+        cas.is_some()
+            || host::shared_data(share::LEASE_KEY)
+                .0
+                .as_deref()
+                .and_then(share::holder)
+                .is_some_and(|(id, _)| id == self.lease_id)
+    }
+
+    /// Applies a snapshot that another VM published since this one last looked.
+    fn follow(&mut self) {
+        let (_, mark) = host::shared_data(share::MARK_KEY);
+        if mark.is_none() || mark == self.mark_cas {
+            return;
+        }
+        self.mark_cas = mark;
+        let Some(data) = host::shared_data(share::SNAPSHOT_KEY)
+            .0
+            .and_then(|d| String::from_utf8(d).ok())
+        else {
+            return;
+        };
+        match sync::parse_snapshot(data) {
+            Ok(snapshot) => {
+                if let Some(poller) = self.poller.as_mut() {
+                    poller.adopt(snapshot.revision);
+                }
+                self.apply_snapshot(snapshot);
+            }
+            Err(e) => warn!("shared policy snapshot unusable: {e}"),
+        }
+    }
+
+    /// Hands a snapshot this VM fetched to the other VMs.
+    fn publish(&mut self, body: &[u8]) {
+        let Some(data) = std::str::from_utf8(body)
+            .ok()
+            .and_then(sync::last_snapshot_data)
+        else {
+            return;
+        };
+        if host::set_shared_data(share::SNAPSHOT_KEY, data.as_bytes(), None)
+            && host::set_shared_data(share::MARK_KEY, b"1", None)
+        {
+            self.mark_cas = host::shared_data(share::MARK_KEY).1;
+        }
     }
 
     fn apply_snapshot(&mut self, snapshot: sync::Snapshot) {
@@ -318,6 +395,7 @@ impl Context for Root {
             outcome
         };
         if let Ok(PollOutcome::Snapshot(snapshot)) = outcome {
+            self.publish(&body);
             self.apply_snapshot(snapshot);
         }
         // A snapshot is followed by the next poll at once, not at the next tick.

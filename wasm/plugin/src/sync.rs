@@ -140,6 +140,12 @@ impl Poller {
         self.revision
     }
 
+    /// Takes the revision of a snapshot another VM fetched, so a poll from here (should this
+    /// VM lead) waits for changes after it.
+    pub fn adopt(&mut self, revision: u64) {
+        self.revision = Some(revision);
+    }
+
     /// True when a poll should be sent now.
     pub fn is_due(&self, now_ms: u64) -> bool {
         matches!(self.state, State::Waiting { due_ms } if now_ms >= due_ms)

@@ -412,3 +412,12 @@ fn status_and_utf8_garbage_are_errors() {
         FetchError::Parse("not UTF-8".into())
     );
 }
+
+#[test]
+fn an_adopted_revision_is_polled_from() {
+    let mut poller = poller(0);
+    assert!(!poller.request().path.contains("&revision="));
+    poller.adopt(17);
+    assert_eq!(poller.revision(), Some(17));
+    assert!(poller.request().path.contains("&revision=17"));
+}
