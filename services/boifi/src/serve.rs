@@ -10,12 +10,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::HttpServer;
+use boifi_policy_api::server::{serve_until, SHUTDOWN_GRACE_SECS};
 use boifi_policy_api::{AppState, Auth, AuthConfig};
 use boifi_sse_broadcaster::{configure_stream, Broadcaster, Settings, SystemClock};
 use boifi_store::StoreSettings;
-
-/// In-flight requests get this long to finish after the shutdown signal.
-const SHUTDOWN_GRACE_SECS: u64 = 10;
 
 /// Settings of `boifi serve`, from the same `BOIFI_*` variables as the two services.
 #[derive(Debug, Clone)]
@@ -49,10 +47,7 @@ pub enum ServeError {
 
 impl ServeConfig {
     pub fn from_env() -> Result<Self, ServeError> {
-        Self::from_vars(
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-        )
+        Self::from_vars(boifi_store::process_vars())
     }
 
     /// Parse from key/value pairs. Local use is the point of `boifi serve`, so with no
@@ -122,19 +117,6 @@ pub async fn run(
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_GRACE_SECS)
     .run();
-    let handle = server.handle();
-    let mut server = std::pin::pin!(server);
-    tokio::select! {
-        res = &mut server => {
-            broadcaster.shut_down();
-            return res;
-        }
-        () = shutdown => {}
-    }
-    log::info!("shutting down");
     // Open streams would otherwise hold the stop up until the grace period ends.
-    broadcaster.shut_down();
-    // The server future carries out the stop command, so it is polled alongside.
-    let (res, ()) = tokio::join!(server, handle.stop(true));
-    res
+    serve_until(server, shutdown, || broadcaster.shut_down()).await
 }

@@ -66,11 +66,7 @@ struct RawConfig {
 impl Config {
     /// Parse from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        // Variables that are not UTF-8 are dropped here; none of ours can be such a value.
-        Self::from_vars(
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-        )
+        Self::from_vars(boifi_store::process_vars())
     }
 
     /// Parse from key/value pairs (keys with the `BOIFI_` prefix; others are ignored).
@@ -84,7 +80,7 @@ impl Config {
         let set = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
 
         let listen_addr = set(raw.listen_addr).unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
-        check_host_port(&listen_addr).map_err(|reason| ConfigError::Invalid {
+        boifi_store::check_listen_addr(&listen_addr).map_err(|reason| ConfigError::Invalid {
             var: "BOIFI_LISTEN_ADDR",
             reason,
         })?;
@@ -126,14 +122,5 @@ impl Config {
 }
 
 /// `host:port` with a numeric port; the host is resolved later, when binding.
-fn check_host_port(addr: &str) -> Result<(), String> {
-    let expected = || format!("expected host:port, found `{}`", addr.escape_default());
-    let (host, port) = addr.rsplit_once(':').ok_or_else(expected)?;
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(expected());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests;

@@ -4,12 +4,13 @@ use std::future::Future;
 use std::io;
 use std::net::TcpListener;
 
+use actix_web::dev::Server;
 use actix_web::HttpServer;
 
 use crate::{app, AppState};
 
 /// In-flight requests get this long to finish after the shutdown signal.
-const SHUTDOWN_GRACE_SECS: u64 = 10;
+pub const SHUTDOWN_GRACE_SECS: u64 = 10;
 
 /// Serve `listener` until `shutdown` completes, then stop accepting and let in-flight
 /// requests finish. The caller binds, so tests can use port 0 and read the address first.
@@ -24,13 +25,28 @@ pub async fn run(
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_GRACE_SECS)
         .run();
+    serve_until(server, shutdown, || {}).await
+}
+
+/// Drive a running `server` until it ends or `shutdown` completes; then call `before_stop`
+/// (e.g. to end long-lived streams that would hold the stop up) and stop gracefully.
+/// `boifi serve` builds its own server (both route sets) and stops it through this.
+pub async fn serve_until(
+    server: Server,
+    shutdown: impl Future<Output = ()>,
+    before_stop: impl FnOnce(),
+) -> io::Result<()> {
     let handle = server.handle();
     let mut server = std::pin::pin!(server);
     tokio::select! {
-        res = &mut server => return res,
+        res = &mut server => {
+            before_stop();
+            return res;
+        }
         () = shutdown => {}
     }
     log::info!("shutting down");
+    before_stop();
     // The server future itself carries out the stop command, so it is polled alongside.
     let (res, ()) = tokio::join!(server, handle.stop(true));
     res

@@ -29,6 +29,6 @@ pub use embedded::{EmbeddedStore, HISTORY_EVENTS};
 pub use error::StoreError;
 pub use etcd::{EtcdConfig, EtcdStore, MAX_VALUE_BYTES};
 pub use open::{
-    normalize_prefix, open_store, SettingsError, StoreSettings, DEFAULT_DATA_DIR,
-    DEFAULT_ETCD_PREFIX,
+    check_listen_addr, normalize_prefix, open_store, process_vars, SettingsError, StoreSettings,
+    DEFAULT_DATA_DIR, DEFAULT_ETCD_PREFIX,
 };

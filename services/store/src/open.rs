@@ -119,6 +119,22 @@ pub fn normalize_prefix(raw: &str) -> String {
     prefix
 }
 
+/// The process environment as key/value pairs, for the services' `Config::from_vars`. Variables
+/// that are not UTF-8 are dropped; none of BOIFI's can be such a value.
+pub fn process_vars() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
+/// Checks a `BOIFI_LISTEN_ADDR` value: `host:port` with a non-empty host and a valid port.
+pub fn check_listen_addr(addr: &str) -> Result<(), String> {
+    let expected = || format!("expected host:port, found `{}`", addr.escape_default());
+    let (host, port) = addr.rsplit_once(':').ok_or_else(expected)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(expected());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
