@@ -16,13 +16,15 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::free_port;
 use crate::http::http_request;
+use crate::istio::{self, sha256_hex, FailStrategy, Pod, WasmPlugin};
 use crate::process::{retry, Process};
+use crate::{free_port, wait_until};
 
 /// Environment variable naming the Envoy binary.
 pub const ENVOY_BIN_ENV: &str = "BOIFI_TEST_ENVOY_BIN";
@@ -30,10 +32,13 @@ pub const ENVOY_BIN_ENV: &str = "BOIFI_TEST_ENVOY_BIN";
 pub const PLUGIN_WASM_ENV: &str = "BOIFI_TEST_PLUGIN_WASM";
 /// The header in which an [`Upstream`] names itself.
 pub const UPSTREAM_HEADER: &str = "x-upstream";
-/// The Envoy cluster name of the broadcaster in the template.
-pub const BROADCASTER_CLUSTER: &str = "boifi-broadcaster";
+/// The broadcaster's cluster in a sidecar, as the chart computes it for release `boifi` in
+/// namespace `boifi` (istiod's `outbound|<port>||<FQDN>`).
+pub const BROADCASTER_CLUSTER: &str =
+    "outbound|8081||boifi-sse-broadcaster.boifi.svc.cluster.local";
+/// The `:authority` of the plugin's polls, as the chart computes it.
+pub const BROADCASTER_AUTHORITY: &str = "boifi-sse-broadcaster.boifi.svc.cluster.local:8081";
 
-const TEMPLATE: &str = include_str!("../../wasm/plugin/envoy.yaml");
 const START_ATTEMPTS: u32 = 3;
 /// Envoy with V8 and the plugin is ready in about a second; tests run in parallel on 2 cores.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -115,16 +120,20 @@ pub(crate) fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
     newest
 }
 
-/// How to start an [`Envoy`]: the workload it serves, its upstream, the broadcaster and the
-/// plugin configuration.
+/// How to start an [`Envoy`] as Istio runs a workload's sidecar: the bootstrap pilot-agent
+/// writes for the pod (node metadata, Istio's stats tags and matcher; see [`crate::istio`]),
+/// an inbound listener in front of the workload's upstream, and the plugin delivered as istiod
+/// delivers the chart's WasmPlugin, over ECDS.
 #[derive(Debug, Clone)]
 pub struct EnvoyBuilder {
     namespace: String,
     workload_name: String,
     labels: Vec<(String, String)>,
+    replica: usize,
     upstream_port: u16,
     broadcaster_port: u16,
     plugin_config: Option<String>,
+    module: Option<PathBuf>,
     concurrency: u32,
     cpus: Option<String>,
 }
@@ -137,21 +146,30 @@ impl EnvoyBuilder {
             namespace: "demo".into(),
             workload_name: "reviews".into(),
             labels: vec![("app".into(), "reviews".into())],
+            replica: 0,
             upstream_port,
             broadcaster_port,
             plugin_config: None,
+            module: None,
             concurrency: 2,
             cpus: None,
         }
     }
 
+    /// The module the WasmPlugin delivers; by default the plugin ([`plugin_wasm`]).
+    pub fn module(mut self, path: &Path) -> Self {
+        self.module = Some(path.to_path_buf());
+        self
+    }
+
+    /// The namespace and the Deployment this sidecar's pod belongs to.
     pub fn workload(mut self, namespace: &str, name: &str) -> Self {
         self.namespace = namespace.into();
         self.workload_name = name.into();
         self
     }
 
-    /// Replaces the labels.
+    /// Replaces the pod's own labels (Istio's and `pod-template-hash` are added).
     pub fn labels(mut self, labels: &[(&str, &str)]) -> Self {
         self.labels = labels
             .iter()
@@ -160,8 +178,14 @@ impl EnvoyBuilder {
         self
     }
 
-    /// The plugin configuration JSON; by default [`EnvoyBuilder::default_plugin_config`].
-    /// Must not contain `'` (it goes into a single-quoted YAML string).
+    /// Which replica of the Deployment this pod is (its pod name differs).
+    pub fn replica(mut self, index: usize) -> Self {
+        self.replica = index;
+        self
+    }
+
+    /// The WasmPlugin's `pluginConfig` as JSON; by default
+    /// [`EnvoyBuilder::default_plugin_config`].
     pub fn plugin_config(mut self, json: &str) -> Self {
         self.plugin_config = Some(json.into());
         self
@@ -173,74 +197,153 @@ impl EnvoyBuilder {
         self
     }
 
-    /// Short poll wait and backoff, so tests see changes and retries quickly.
-    pub fn default_plugin_config() -> String {
-        format!(
-            r#"{{"broadcaster_cluster":"{BROADCASTER_CLUSTER}","broadcaster_authority":"boifi-broadcaster","poll_wait_ms":2000,"backoff_min_ms":50,"backoff_max_ms":500}}"#
-        )
-    }
-
-    fn render(&self, plugin: &Path, listen_port: u16, admin_port: u16) -> Result<String, String> {
-        let plugin_config = self
-            .plugin_config
-            .clone()
-            .unwrap_or_else(Self::default_plugin_config);
-        if plugin_config.contains('\'') {
-            return Err("plugin config must not contain a single quote".into());
-        }
-        let labels = format!(
-            "{{{}}}",
-            self.labels
-                .iter()
-                .map(|(k, v)| format!("{}: {}", yaml_string(k), yaml_string(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let values = [
-            (
-                "NODE_ID",
-                format!("sidecar~127.0.0.1~{}", self.workload_name),
-            ),
-            ("WORKLOAD_NAME", self.workload_name.clone()),
-            ("NAMESPACE", self.namespace.clone()),
-            ("LABELS_JSON", labels),
-            ("ADMIN_PORT", admin_port.to_string()),
-            ("LISTEN_PORT", listen_port.to_string()),
-            ("UPSTREAM_PORT", self.upstream_port.to_string()),
-            ("BROADCASTER_PORT", self.broadcaster_port.to_string()),
-            ("PLUGIN_PATH", plugin.display().to_string()),
-            ("PLUGIN_CONFIG", plugin_config),
-        ];
-        let mut config = TEMPLATE.to_owned();
-        for (key, value) in values {
-            config = config.replace(&format!("{{{{{key}}}}}"), &value);
-        }
-        match config.find("{{") {
-            Some(at) => Err(format!(
-                "placeholder left in the Envoy template at byte {at}"
-            )),
-            None => Ok(config),
-        }
-    }
-
-    /// Starts Envoy and waits until its admin `/ready` says LIVE. Panics with the log after
-    /// `START_ATTEMPTS` (3) failed starts (a port reported free can be taken meanwhile).
-    pub fn start(&self) -> Envoy {
-        let plugin = plugin_wasm().unwrap_or_else(|e| panic!("no plugin: {e}"));
-        let options = LaunchOptions {
-            concurrency: self.concurrency,
-            cpus: self.cpus.clone(),
-        };
-        Envoy::start_with(&options, |listen_port, admin_port| {
-            self.render(&plugin, listen_port, admin_port)
-        })
-    }
-
     /// Pins Envoy to these CPUs (`taskset -c` syntax, e.g. `"0"`), for benchmarks.
     pub fn cpus(mut self, cpus: &str) -> Self {
         self.cpus = Some(cpus.into());
         self
     }
+
+    /// The chart's computed `pluginConfig` with a short poll wait and backoff, so tests see
+    /// changes and retries quickly.
+    pub fn default_plugin_config() -> String {
+        format!(
+            r#"{{"broadcaster_cluster":"{BROADCASTER_CLUSTER}","broadcaster_authority":"{BROADCASTER_AUTHORITY}","poll_wait_ms":2000,"backoff_min_ms":50,"backoff_max_ms":500}}"#
+        )
+    }
+
+    /// The pod this sidecar belongs to.
+    pub fn pod(&self) -> Pod {
+        Pod::of_deployment(
+            &self.namespace,
+            &self.workload_name,
+            &self.labels,
+            self.replica,
+        )
+    }
+
+    /// The chart's WasmPlugin for this sidecar's namespace, pinned to the module's sha256 and
+    /// failing open, as the chart renders it.
+    pub fn wasm_plugin(&self, module: &Path) -> WasmPlugin {
+        let sha256 = fs::read(module).ok().map(|bytes| sha256_hex(&bytes));
+        WasmPlugin {
+            namespace: self.namespace.clone(),
+            name: WASM_PLUGIN_NAME.into(),
+            module: module.to_path_buf(),
+            sha256,
+            fail_strategy: FailStrategy::FailOpen,
+            plugin_config: self
+                .plugin_config
+                .clone()
+                .unwrap_or_else(Self::default_plugin_config),
+        }
+    }
+
+    /// The bootstrap: what pilot-agent writes, plus the inbound listener and the clusters
+    /// istiod would send over LDS and CDS, with the plugin's filter reading `ecds_file`.
+    fn bootstrap(&self, plugin: &WasmPlugin, ports: &Ports, ecds_file: &Path) -> Value {
+        let cluster = |name: &str, port: u16| {
+            json!({
+                "name": name,
+                // Istio 1.23+ names clusters "<name>;" in stats (the delimited cluster_name tag).
+                "alt_stat_name": format!("{name};"),
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+                ]}]}
+            })
+        };
+        json!({
+            "node": self.pod().node(),
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}},
+            "stats_config": istio::stats_config(),
+            "static_resources": {
+                "listeners": [{
+                    "name": "virtualInbound",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.listen}},
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": format!("inbound_0.0.0.0_{}", ports.listen),
+                            "route_config": {"name": "inbound", "virtual_hosts": [{
+                                "name": "inbound|http|8080", "domains": ["*"],
+                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": INBOUND_CLUSTER}}]
+                            }]},
+                            "http_filters": [
+                                plugin.http_filter(ecds_file),
+                                {"name": "envoy.filters.http.router", "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                            ]
+                        }
+                    }]}]
+                }],
+                "clusters": [
+                    cluster(INBOUND_CLUSTER, self.upstream_port),
+                    cluster(BROADCASTER_CLUSTER, self.broadcaster_port),
+                ]
+            }
+        })
+    }
+
+    /// Starts Envoy and waits until its admin `/ready` says LIVE and the plugin was delivered.
+    /// Panics with the log after `START_ATTEMPTS` (3) failed starts (a port reported free can
+    /// be taken meanwhile).
+    pub fn start(&self) -> Envoy {
+        let module = match &self.module {
+            Some(module) => module.clone(),
+            None => plugin_wasm().unwrap_or_else(|e| panic!("no plugin: {e}")),
+        };
+        let plugin = self.wasm_plugin(&module);
+        let options = LaunchOptions {
+            concurrency: self.concurrency,
+            cpus: self.cpus.clone(),
+        };
+        let resource = plugin
+            .delivered_resource()
+            .unwrap_or_else(|e| panic!("the chart's WasmPlugin is not delivered: {e}"));
+        let mut envoy = Envoy::start_with(&options, |ports, dir| {
+            let ecds_file = dir.join(ECDS_FILE);
+            istio::write_ecds(&ecds_file, 1, std::slice::from_ref(&resource))
+                .map_err(|e| format!("write {}: {e}", ecds_file.display()))?;
+            Ok(self.bootstrap(&plugin, ports, &ecds_file).to_string())
+        });
+        envoy.plugin = Some(DeliveredPlugin {
+            resource_name: plugin.resource_name(),
+            ecds_file: envoy._dir.path().join(ECDS_FILE),
+            version: AtomicU64::new(1),
+        });
+        envoy
+            .wait_plugin_version(1)
+            .unwrap_or_else(|e| panic!("plugin not delivered: {e}\n{}", envoy.log()));
+        envoy
+    }
+}
+
+/// The WasmPlugin's name in the chart (release `boifi`).
+pub const WASM_PLUGIN_NAME: &str = "boifi-plugin";
+/// The workload's inbound cluster, as istiod names it for port 8080.
+const INBOUND_CLUSTER: &str = "inbound|8080||";
+/// The ECDS file in Envoy's temp dir.
+const ECDS_FILE: &str = "ecds.json";
+/// How long Envoy may take to apply an ECDS update.
+const ECDS_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The free loopback ports an Envoy listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// The HTTP listener in front of the upstream.
+    pub listen: u16,
+    pub admin: u16,
+}
+
+/// The plugin's filter in a sidecar started by [`EnvoyBuilder`], and the last ECDS version
+/// written for it.
+#[derive(Debug)]
+struct DeliveredPlugin {
+    resource_name: String,
+    ecds_file: PathBuf,
+    version: AtomicU64,
 }
 
 /// How [`Envoy::start_with`] runs Envoy.
@@ -252,11 +355,6 @@ pub struct LaunchOptions {
     pub cpus: Option<String>,
 }
 
-/// A YAML double-quoted scalar.
-fn yaml_string(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
 /// A running Envoy on loopback. Killed and waited for on drop; its temp dir (config, log)
 /// removed.
 pub struct Envoy {
@@ -266,16 +364,18 @@ pub struct Envoy {
     listen_port: u16,
     admin_port: u16,
     concurrency: u32,
+    plugin: Option<DeliveredPlugin>,
 }
 
 impl Envoy {
-    /// Starts Envoy with the configuration `render(listen_port, admin_port)` returns, on free
-    /// loopback ports, and waits until its admin `/ready` says LIVE. The configuration must
-    /// put the admin interface on `admin_port` and a listener on `listen_port`. Panics with the
-    /// log after `START_ATTEMPTS` (3) failed starts (a port reported free can be taken meanwhile).
+    /// Starts Envoy with the configuration `render(ports, dir)` returns, on free loopback
+    /// ports, and waits until its admin `/ready` says LIVE. The configuration must put the
+    /// admin interface on `ports.admin` and a listener on `ports.listen`; files it refers to
+    /// may be written to `dir`, Envoy's temp dir. Panics with the log after `START_ATTEMPTS`
+    /// (3) failed starts (a port reported free can be taken meanwhile).
     pub fn start_with(
         options: &LaunchOptions,
-        mut render: impl FnMut(u16, u16) -> Result<String, String>,
+        mut render: impl FnMut(&Ports, &Path) -> Result<String, String>,
     ) -> Envoy {
         let binary = envoy_binary().unwrap_or_else(|e| panic!("no Envoy: {e}"));
         retry(START_ATTEMPTS, || {
@@ -287,8 +387,12 @@ impl Envoy {
             if listen_port == admin_port {
                 return Err("ports collided".into());
             }
+            let ports = Ports {
+                listen: listen_port,
+                admin: admin_port,
+            };
             let config =
-                render(listen_port, admin_port).unwrap_or_else(|e| panic!("Envoy config: {e}"));
+                render(&ports, dir.path()).unwrap_or_else(|e| panic!("Envoy config: {e}"));
             let config_path = dir.path().join("envoy.yaml");
             fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
             // `taskset` execs Envoy, so the PID stays Envoy's.
@@ -317,6 +421,7 @@ impl Envoy {
                 listen_port,
                 admin_port,
                 concurrency: options.concurrency,
+                plugin: None,
             })
         })
         .unwrap_or_else(|e| {
@@ -380,6 +485,62 @@ impl Envoy {
             let (n, v) = line.split_once(": ")?;
             (n == name).then(|| v.trim().parse().ok()).flatten()
         })
+    }
+
+    /// Delivers a new version of the plugin's ECDS resource, as istiod does when the
+    /// WasmPlugin changes (pilot-agent's fetch step included), and waits until Envoy took it.
+    /// `Err` when nothing reaches Envoy (a FAIL_CLOSE plugin that failed its fetch) or Envoy
+    /// rejected it (a module that does not load); Envoy then keeps the previous filter.
+    pub fn deliver_plugin(&self, plugin: &WasmPlugin) -> Result<(), String> {
+        let resource = plugin.delivered_resource()?;
+        let rejected_before = self.ecds_rejections();
+        let delivered = self
+            .plugin
+            .as_ref()
+            .ok_or("this Envoy was not started by EnvoyBuilder")?;
+        let version = delivered.version.fetch_add(1, Ordering::SeqCst) + 1;
+        istio::write_ecds(&delivered.ecds_file, version, &[resource])
+            .map_err(|e| format!("write ECDS: {e}"))?;
+        self.wait_plugin_version(version)?;
+        match self.ecds_rejections() {
+            n if n > rejected_before => Err(format!("Envoy rejected ECDS version {version}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// ECDS updates Envoy rejected so far, from its log. (Istio's stats matcher drops Envoy's
+    /// `extension_config_discovery.*` counters, so a sidecar has no stat for it.)
+    fn ecds_rejections(&self) -> usize {
+        self.log().matches("config update rejected").count()
+    }
+
+    /// Waits until Envoy has handled the plugin filter's ECDS `version` (taken or rejected;
+    /// `/config_dump` shows the newest version received).
+    fn wait_plugin_version(&self, version: u64) -> Result<(), String> {
+        let delivered = self
+            .plugin
+            .as_ref()
+            .ok_or("this Envoy was not started by EnvoyBuilder")?;
+        let current = || -> Option<String> {
+            let dump: Value =
+                serde_json::from_str(&self.admin_get("/config_dump?resource=ecds_filters").ok()?)
+                    .ok()?;
+            dump["configs"]
+                .as_array()?
+                .iter()
+                .find(|c| c["ecds_filter"]["name"] == delivered.resource_name.as_str())
+                .and_then(|c| c["version_info"].as_str().map(str::to_owned))
+        };
+        let deadline = Instant::now() + ECDS_TIMEOUT;
+        let expected = version.to_string();
+        if wait_until(deadline, || current().as_deref() == Some(expected.as_str())) {
+            Ok(())
+        } else {
+            Err(format!(
+                "ECDS version {:?} after {ECDS_TIMEOUT:?}, expected {expected}",
+                current()
+            ))
+        }
     }
 
     /// Per plugin VM (by Envoy thread), the newest revision it applied, from the plugin's log
@@ -570,21 +731,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn template_renders_every_placeholder() {
-        let config = EnvoyBuilder::new(1, 2)
-            .workload("shop", "cart")
-            .labels(&[("app", "cart"), ("version", "v\"1")])
-            .render(Path::new("/p/boifi.wasm"), 3, 4)
-            .expect("renders");
-        assert!(!config.contains("{{"));
-        assert!(config.contains(r#"WORKLOAD_NAME: "cart""#));
-        assert!(config.contains(r#"LABELS: {"app": "cart", "version": "v\"1"}"#));
-        assert!(config.contains("port_value: 4 }"), "admin port");
-        assert!(config.contains(r#"filename: "/p/boifi.wasm""#));
-        assert!(EnvoyBuilder::new(1, 2)
-            .plugin_config("{'x'}")
-            .render(Path::new("p"), 3, 4)
-            .is_err());
+    fn bootstrap_is_an_istio_sidecars() {
+        let builder = EnvoyBuilder::new(1, 2)
+            .workload("shop", "cart-v1")
+            .labels(&[("app", "cart"), ("version", "v\"1")]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let module = dir.path().join("plugin.wasm");
+        fs::write(&module, b"module").expect("module");
+        let plugin = builder.wasm_plugin(&module);
+        let ecds = dir.path().join(ECDS_FILE);
+        let ports = Ports {
+            listen: 3,
+            admin: 4,
+        };
+        let config = builder.bootstrap(&plugin, &ports, &ecds);
+        assert_eq!(config["node"]["metadata"]["WORKLOAD_NAME"], "cart-v1");
+        assert_eq!(config["node"]["metadata"]["LABELS"]["version"], "v\"1");
+        assert_eq!(config["node"]["cluster"], "cart.shop");
+        assert_eq!(
+            config["admin"]["address"]["socket_address"]["port_value"],
+            4
+        );
+        let filters = &config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"];
+        assert_eq!(
+            filters[0]["name"],
+            "extenstions.istio.io/wasmplugin/shop.boifi-plugin"
+        );
+        assert_eq!(
+            filters[0]["config_discovery"]["config_source"]["path_config_source"]["path"],
+            ecds.display().to_string()
+        );
+        assert_eq!(
+            plugin.sha256.as_deref(),
+            Some(sha256_hex(b"module").as_str())
+        );
+        let clusters = &config["static_resources"]["clusters"];
+        assert_eq!(clusters[1]["name"], BROADCASTER_CLUSTER);
     }
 
     #[test]

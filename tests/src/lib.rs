@@ -2,7 +2,10 @@
 //!
 //! - [`EtcdServer`]: a real etcd on free loopback ports with a fresh data dir, stopped by PID
 //!   on drop; `restart` keeps ports and data.
-//! - [`envoy`]: a real Envoy with the real plugin, and a named upstream to put behind it.
+//! - [`envoy`]: a real Envoy with the real plugin, run as Istio runs a sidecar, and a named
+//!   upstream to put behind it.
+//! - [`istio`]: what pilot-agent and istiod hand a sidecar (bootstrap, stats tags, the
+//!   WasmPlugin over ECDS), reproduced from Istio's source.
 //! - [`prometheus`]: a real Prometheus scraping loopback targets, queried over its HTTP API.
 //! - [`mesh`]: the local mesh (control plane processes plus workloads of Envoy replicas) used by
 //!   the `mesh_*` scenarios, the `boifi-demo` binary and the `bench-plugin` benchmark.
@@ -22,6 +25,7 @@
 pub mod envoy;
 mod etcd;
 pub mod http;
+pub mod istio;
 pub mod mesh;
 pub mod process;
 pub mod prometheus;

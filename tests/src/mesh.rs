@@ -554,6 +554,7 @@ impl Replica {
         let mut builder = EnvoyBuilder::new(upstream.port(), stream_port)
             .workload(&spec.namespace, &spec.name)
             .labels(&labels)
+            .replica(index)
             .concurrency(1);
         if let Some(config) = plugin_config {
             builder = builder.plugin_config(config);

@@ -33,6 +33,8 @@ struct Job {
     name: String,
     target: SocketAddr,
     path: String,
+    /// A YAML list of `metric_relabel_configs`, as in a Prometheus config file.
+    metric_relabel_configs: Option<String>,
 }
 
 /// How to start a [`Prometheus`]: its scrape jobs.
@@ -53,7 +55,17 @@ impl PrometheusBuilder {
             name: name.to_owned(),
             target,
             path: path.to_owned(),
+            metric_relabel_configs: None,
         });
+        self
+    }
+
+    /// Applies `rules` (a YAML list of Prometheus `metric_relabel_configs`) to the samples of
+    /// the job added last.
+    pub fn metric_relabel_configs(mut self, rules: &str) -> Self {
+        if let Some(job) = self.jobs.last_mut() {
+            job.metric_relabel_configs = Some(rules.to_owned());
+        }
         self
     }
 
@@ -79,6 +91,12 @@ impl PrometheusBuilder {
                 "  - job_name: '{}'\n    metrics_path: '{}'\n    static_configs:\n      - targets: ['{}']\n",
                 job.name, job.path, job.target
             ));
+            if let Some(rules) = &job.metric_relabel_configs {
+                config.push_str("    metric_relabel_configs:\n");
+                for line in rules.lines() {
+                    config.push_str(&format!("      {line}\n"));
+                }
+            }
         }
         Ok(config)
     }
@@ -279,8 +297,12 @@ mod tests {
         let config = PrometheusBuilder::new()
             .scrape("policy-api", addr, "/metrics")
             .scrape("envoy", addr, "/stats/prometheus")
+            .metric_relabel_configs("- action: keep\n  regex: boifi_.*")
             .config()
             .expect("valid jobs");
+        assert!(config.contains(
+            "targets: ['127.0.0.1:9']\n    metric_relabel_configs:\n      - action: keep\n        regex: boifi_.*\n"
+        ));
         assert!(config.contains("scrape_interval: 1s"));
         assert!(config.contains("job_name: 'envoy'\n    metrics_path: '/stats/prometheus'"));
         assert!(config.contains("targets: ['127.0.0.1:9']"));

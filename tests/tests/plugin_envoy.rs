@@ -2,9 +2,10 @@
 //! plugin's side, traffic passes untouched (fail open), and the plugin says why in its log
 //! and stats.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use boifi_tests::envoy::{EnvoyBuilder, Upstream};
+use boifi_tests::envoy::{envoy_binary, plugin_wasm, EnvoyBuilder, Upstream};
 use boifi_tests::http::http_request;
 use boifi_tests::{free_port, wait_until};
 
@@ -94,4 +95,43 @@ fn invalid_plugin_config_fails_open() {
         .is_some_and(|n| n >= 1));
     // An inactive plugin does not poll.
     assert_eq!(envoy.stat("wasmcustom.boifi_config_fetch_failures"), None);
+}
+
+/// `wasm/plugin/envoy.yaml`, the config for running the plugin by hand, still loads with the
+/// plugin in it (`--mode validate` creates the Wasm VM without serving).
+#[test]
+fn hand_run_config_loads() {
+    let module = plugin_wasm().expect("plugin module");
+    let mut config = include_str!("../../wasm/plugin/envoy.yaml").to_owned();
+    for (key, value) in [
+        (
+            "NODE_ID",
+            "sidecar~127.0.0.1~reviews-1.demo~demo.svc.cluster.local".to_owned(),
+        ),
+        ("WORKLOAD_NAME", "reviews".to_owned()),
+        ("NAMESPACE", "demo".to_owned()),
+        ("LABELS_JSON", r#"{"app": "reviews"}"#.to_owned()),
+        ("ADMIN_PORT", free_port().to_string()),
+        ("LISTEN_PORT", free_port().to_string()),
+        ("UPSTREAM_PORT", free_port().to_string()),
+        ("BROADCASTER_PORT", free_port().to_string()),
+        ("PLUGIN_PATH", module.display().to_string()),
+        ("PLUGIN_CONFIG", EnvoyBuilder::default_plugin_config()),
+    ] {
+        config = config.replace(&format!("{{{{{key}}}}}"), &value);
+    }
+    assert!(!config.contains("{{"), "placeholder left:\n{config}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, config).expect("write config");
+    let output = Command::new(envoy_binary().expect("envoy"))
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run envoy");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -29,7 +29,9 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use boifi_tests::envoy::{plugin_wasm, Envoy, LaunchOptions};
+use boifi_tests::envoy::{
+    plugin_wasm, Envoy, LaunchOptions, BROADCASTER_AUTHORITY, BROADCASTER_CLUSTER,
+};
 use boifi_tests::http::KeepAliveClient;
 use boifi_tests::mesh::{ControlPlane, ControlPlaneKind, MeshBuilder, Req, WorkloadSpec};
 use boifi_tests::wait_until;
@@ -238,8 +240,14 @@ fn start_variant(variant: Variant, broadcaster_port: u16) -> Result<Envoy, Strin
         concurrency: 1,
         cpus: Some(ENVOY_CPU.into()),
     };
-    Ok(Envoy::start_with(&options, |listen, admin| {
-        Ok(render(variant, &plugin, listen, admin, broadcaster_port))
+    Ok(Envoy::start_with(&options, |ports, _dir| {
+        Ok(render(
+            variant,
+            &plugin,
+            ports.listen,
+            ports.admin,
+            broadcaster_port,
+        ))
     }))
 }
 
@@ -473,7 +481,9 @@ struct Propagation {
 fn measure_propagation(changes: usize) -> Result<Propagation, String> {
     let mut builder = MeshBuilder::new(ControlPlaneKind::Serve)
         // The plugin's defaults (30 s long poll, 250 ms..30 s backoff), as deployed.
-        .plugin_config(r#"{"broadcaster_cluster":"boifi-broadcaster","broadcaster_authority":"boifi-broadcaster"}"#);
+        .plugin_config(&format!(
+            r#"{{"broadcaster_cluster":"{BROADCASTER_CLUSTER}","broadcaster_authority":"{BROADCASTER_AUTHORITY}"}}"#
+        ));
     for name in ["productpage", "reviews", "ratings"] {
         builder = builder.workload(WorkloadSpec::new("demo", name));
     }

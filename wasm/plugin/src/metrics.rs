@@ -1,11 +1,19 @@
 //! Envoy stats the plugin defines, and their names.
 //!
-//! Wasm stats carry no labels, so the policy and the fault type are parts of the stat name, and
-//! Envoy's `stats_tags` (regexes in `wasm/plugin/README.md`) turn them back into the
-//! `policy` and `fault_type` tags Prometheus sees. Policy names are DNS labels (no dots), so
-//! they cannot break the name apart. Envoy files all of them under `wasmcustom.`.
+//! Wasm stats carry no labels, so the fault type and the policy are parts of the stat name;
+//! Prometheus turns them back into `fault_type` and `policy` labels with the relabel rules the
+//! chart ships (`helm/boifi/files/plugin-metric-relabel.yaml`). Envoy files every plugin stat
+//! under `wasmcustom.`.
+//!
+//! The policy name always comes **last**. Istio's sidecar bootstrap carries stats tag regexes
+//! that are not anchored, such as `(cache\.(.+?)\.)` and `(component\.(.+?)\.)`: Envoy
+//! applies them to every stat name, ours included, and with a dot after the policy name a
+//! policy called `redis-cache` would lose `cache.` and the next segment to a `cache` tag.
+//! Policy names are DNS labels (no dots, no underscores), so with nothing after them no such
+//! pattern can reach into them, and every fixed segment before them is free of the words
+//! those patterns look for. `tests/tests/prometheus.rs` checks this against Istio's tag set.
 
-/// Faults applied, per policy and type: `boifi_faults_injected.policy.<p>.fault_type.<t>`.
+/// Faults applied, per policy and type: `boifi_faults_injected.fault_type.<t>.policy.<p>`.
 pub const FAULTS_INJECTED: &str = "boifi_faults_injected";
 /// Time requests were actually held by a fault (start delay plus delay), in ms, per policy.
 pub const FAULT_DELAY_MS: &str = "boifi_fault_delay_ms";
@@ -51,7 +59,7 @@ impl FaultType {
 
 pub fn faults_injected(policy: &str, fault_type: FaultType) -> String {
     format!(
-        "{FAULTS_INJECTED}.policy.{policy}.fault_type.{}",
+        "{FAULTS_INJECTED}.fault_type.{}.policy.{policy}",
         fault_type.as_str()
     )
 }
@@ -95,11 +103,11 @@ mod tests {
     fn names_carry_policy_and_type() {
         assert_eq!(
             faults_injected("reviews-abort", FaultType::Abort),
-            "boifi_faults_injected.policy.reviews-abort.fault_type.abort"
+            "boifi_faults_injected.fault_type.abort.policy.reviews-abort"
         );
         assert_eq!(
             faults_injected("p", FaultType::Delay),
-            "boifi_faults_injected.policy.p.fault_type.delay"
+            "boifi_faults_injected.fault_type.delay.policy.p"
         );
         assert_eq!(fault_delay_ms("p"), "boifi_fault_delay_ms.policy.p");
     }
