@@ -1,141 +1,145 @@
-"""Plugin counters with labels: the chart's EnvoyFilters put the plugin's stats_tags into the
-sidecars' bootstrap. The regexes have one source in the chart (values.yaml defaults) and must
-equal the ones the plugin's Envoy config (and so every real-Envoy test) and README use."""
+"""Plugin counters with labels on every Istio version, without touching the sidecars' bootstrap:
+the plugin writes the fault type and the policy into the stat name (policy last, so Istio's
+unanchored stats tag regexes cannot cut into it), and Prometheus relabel rules, shipped once in
+files/plugin-metric-relabel.yaml, make labels of them. Here the rules run through a model of
+Prometheus' relabeling; tests/tests/prometheus.rs runs them in a real Prometheus against a real
+sidecar-like Envoy. The chart renders them into a PodMonitor per target namespace."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-import helm_python as helm
 import pytest
 import yaml
 
-from conftest import CHART, ROOT, VALUES_DIR, Rendered, load_values, render, validate_istio
+from conftest import CHART, ROOT, VALUES_DIR, Rendered, load_values, render
 
-PLUGIN_ENVOY = ROOT / "wasm" / "plugin" / "envoy.yaml"
-PLUGIN_README = ROOT / "wasm" / "plugin" / "README.md"
-# [(tag name, regex)] in order, from values.yaml: the chart's one source of the rules.
-DEFAULT_TAGS = [(t["name"], t["regex"]) for t in yaml.safe_load(
-    (CHART / "values.yaml").read_text())["plugin"]["stats"]["tagExtraction"]["tags"]]
+RULES_FILE = CHART / "files" / "plugin-metric-relabel.yaml"
+RULES: list[dict[str, Any]] = yaml.safe_load(RULES_FILE.read_text())
+PLUGIN = {"sha256": "a" * 64, "targets": {"demo": {}}}
 
 
-def stats_tags_block(text: str) -> list[tuple[str, str]]:
-    """The `stats_config:` block of an Envoy config, as [(tag_name, regex)]. The plugin's
-    envoy.yaml has template placeholders elsewhere, so only this block is parsed."""
-    match = re.search(r"^( *)stats_config:\n((?:\1 .*\n)+)", text, re.MULTILINE)
-    assert match, "no stats_config block"
-    indent = len(match.group(1))
-    block = "\n".join(line[indent:] for line in match.group(0).splitlines())
-    tags = yaml.safe_load(block)["stats_config"]["stats_tags"]
-    return [(t["tag_name"], t["regex"]) for t in tags]
+def relabel(labels: dict[str, str], rules: list[dict[str, Any]]) -> dict[str, str] | None:
+    """Prometheus' `replace` and `keep` relabel actions (model/relabel/relabel.go): the source
+    labels joined by the separator must match the fully anchored regex; `replace` sets the
+    target to the expanded replacement, or drops it when that is empty. None when dropped."""
+    labels = dict(labels)
+    for rule in rules:
+        sources = rule.get("source_labels", rule.get("sourceLabels", []))
+        value = rule.get("separator", ";").join(labels.get(s, "") for s in sources)
+        match = re.fullmatch(rule.get("regex", "(.*)"), value)
+        action = rule.get("action", "replace")
+        if action == "keep":
+            if not match:
+                return None
+            continue
+        assert action == "replace", rule
+        if not match:
+            continue
+        target = rule.get("target_label", rule.get("targetLabel"))
+        replacement = re.sub(r"\$\{(\d+)\}", lambda m: match.group(int(m.group(1))) or "",
+                             rule.get("replacement", "$1"))
+        if replacement:
+            labels[target] = replacement
+        else:
+            labels.pop(target, None)
+    return labels
 
 
-def envoy_filters(r: Rendered) -> dict[str, dict[str, Any]]:
-    return {f["metadata"]["namespace"]: f for f in r.of_kind("EnvoyFilter")}
-
-
-def rendered_tags(envoy_filter: dict[str, Any]) -> list[tuple[str, str]]:
-    (patch,) = envoy_filter["spec"]["configPatches"]
-    tags = patch["patch"]["value"]["stats_config"]["stats_tags"]
-    return [(t["tag_name"], t["regex"]) for t in tags]
-
-
-def test_chart_tags_equal_the_plugin_envoy_config_and_readme() -> None:
-    assert [name for name, _ in DEFAULT_TAGS] == ["policy", "fault_type"]
-    assert stats_tags_block(PLUGIN_ENVOY.read_text()) == DEFAULT_TAGS
-    readme_blocks = re.findall(r"```yaml\n(.*?)```", PLUGIN_README.read_text(), re.DOTALL)
-    (readme,) = [b for b in readme_blocks if "stats_tags" in b]
-    assert stats_tags_block(readme) == DEFAULT_TAGS
-
-
-@pytest.mark.parametrize(("stat", "labels", "name"), [
-    ("wasmcustom.boifi_faults_injected.policy.reviews-abort.fault_type.abort",
-     {"policy": "reviews-abort", "fault_type": "abort"}, "wasmcustom.boifi_faults_injected"),
-    ("wasmcustom.boifi_faults_injected.policy.p1.fault_type.delay",
-     {"policy": "p1", "fault_type": "delay"}, "wasmcustom.boifi_faults_injected"),
-    ("wasmcustom.boifi_fault_delay_ms.policy.slow-7", {"policy": "slow-7"},
-     "wasmcustom.boifi_fault_delay_ms"),
-    ("wasmcustom.boifi_config_revision", {}, "wasmcustom.boifi_config_revision"),
-    # Other stats are left alone, Istio's included.
-    ("cluster.outbound|9080||reviews.demo.svc.cluster.local.upstream_rq_503", {},
-     "cluster.outbound|9080||reviews.demo.svc.cluster.local.upstream_rq_503"),
+@pytest.mark.parametrize(("scraped", "expected"), [
+    ({"__name__": "boifi_faults_injected_fault_type_abort_policy_reviews_abort"},
+     {"__name__": "boifi_faults_injected", "policy": "reviews-abort", "fault_type": "abort"}),
+    # Words Istio's tag regexes look for, and a policy named like a fault type.
+    ({"__name__": "boifi_faults_injected_fault_type_delay_policy_redis_cache"},
+     {"__name__": "boifi_faults_injected", "policy": "redis-cache", "fault_type": "delay"}),
+    ({"__name__": "boifi_faults_injected_fault_type_abort_policy_abort"},
+     {"__name__": "boifi_faults_injected", "policy": "abort", "fault_type": "abort"}),
+    ({"__name__": "boifi_fault_delay_ms_policy_slow_bucket_bucket", "le": "250"},
+     {"__name__": "boifi_fault_delay_ms_bucket", "policy": "slow-bucket", "le": "250"}),
+    ({"__name__": "boifi_fault_delay_ms_policy_p_sum"},
+     {"__name__": "boifi_fault_delay_ms_sum", "policy": "p"}),
+    ({"__name__": "boifi_fault_delay_ms_policy_p_count"},
+     {"__name__": "boifi_fault_delay_ms_count", "policy": "p"}),
+    # The plugin's other stats, and everything else in a sidecar scrape, are left alone; an
+    # application's own `policy` label keeps its underscores.
+    ({"__name__": "boifi_config_revision"}, {"__name__": "boifi_config_revision"}),
+    ({"__name__": "http_requests_total", "policy": "a_b"},
+     {"__name__": "http_requests_total", "policy": "a_b"}),
 ])
-def test_tags_turn_name_parts_into_labels(stat: str, labels: dict[str, str], name: str) -> None:
-    # As Envoy does: each regex runs on the full name; the second group is the value, the first
-    # is cut from the name.
-    found: dict[str, str] = {}
-    cuts = []
-    for tag, regex in DEFAULT_TAGS:
-        m = re.search(regex, stat)
-        if m:
-            found[tag] = m.group(2)
-            cuts.append(m.span(1))
-    rest = stat
-    for start, end in sorted(cuts, reverse=True):
-        rest = rest[:start] + rest[end:]
-    assert (found, rest) == (labels, name)
+def test_rules_make_labels_of_the_name(scraped: dict[str, str], expected: dict[str, str]) -> None:
+    assert relabel(scraped, RULES) == expected
 
 
-def test_one_envoyfilter_per_target_namespace_with_the_wasmplugin_selector() -> None:
+@pytest.mark.parametrize("hyphens", range(0, 62))
+def test_every_hyphen_count_comes_back(hyphens: int) -> None:
+    # Names are DNS labels of at most 63 characters: up to 61 hyphens, any of them in a row.
+    name = "a" + "-" * hyphens + "b"
+    scraped = {"__name__": "boifi_faults_injected_fault_type_abort_policy_" + name.replace("-", "_")}
+    assert relabel(scraped, RULES)["policy"] == name
+
+
+def test_chart_ships_no_bootstrap_patch() -> None:
+    # Istio 1.21 removed BOOTSTRAP EnvoyFilter patches (and before it applied them only with
+    # BOOTSTRAP_XDS_AGENT=true): nothing in the chart may rely on one.
+    for template in (CHART / "templates").rglob("*"):
+        if template.is_file():
+            text = template.read_text()
+            assert "EnvoyFilter" not in text and "BOOTSTRAP" not in text, template
+    for values_file in sorted(VALUES_DIR.glob("*.yaml")):
+        assert not render(load_values(values_file)).of_kind("EnvoyFilter"), values_file
+
+
+def podmonitors(r: Rendered) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["namespace"]: m for m in r.of_kind("PodMonitor")}
+
+
+def test_one_podmonitor_per_target_namespace_with_the_wasmplugin_selector() -> None:
     r = render(load_values(VALUES_DIR / "namespaces-selectors.yaml"))
-    filters = envoy_filters(r)
+    monitors = podmonitors(r)
     plugins = {p["metadata"]["namespace"]: p for p in r.of_kind("WasmPlugin")}
-    assert set(filters) == set(plugins) == {"demo", "shop", "payments"}
-    for ns, envoy_filter in filters.items():
-        assert envoy_filter["metadata"]["name"] == "boifi-plugin-stats"
-        assert envoy_filter["metadata"]["labels"]["app.kubernetes.io/component"] == "plugin"
-        spec = envoy_filter["spec"]
-        assert set(spec) <= {"workloadSelector", "configPatches"}
-        selector = plugins[ns]["spec"].get("selector", {}).get("matchLabels")
-        assert spec.get("workloadSelector", {}).get("labels") == selector, ns
-        (patch,) = spec["configPatches"]
-        assert patch["applyTo"] == "BOOTSTRAP" and set(patch) == {"applyTo", "patch"}
-        assert patch["patch"]["operation"] == "MERGE"
-        assert patch["patch"]["value"] == {"stats_config": {"stats_tags": [
-            {"tag_name": name, "regex": regex} for name, regex in DEFAULT_TAGS]}}
-    assert "workloadSelector" not in filters["payments"]["spec"]
+    assert set(monitors) == set(plugins) == {"demo", "shop", "payments"}
+    for ns, monitor in monitors.items():
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["name"] == "boifi-plugin"
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        spec = monitor["spec"]
+        assert spec["namespaceSelector"] == {"matchNames": [ns]}
+        selector = plugins[ns]["spec"].get("selector", {}).get("matchLabels", {})
+        assert spec["selector"]["matchLabels"] == selector, ns
+        (endpoint,) = spec["podMetricsEndpoints"]
+        # The port Istio's injector names on the istio-proxy container (15090).
+        assert (endpoint["port"], endpoint["path"]) == ("http-envoy-prom", "/stats/prometheus")
+        keep, *rules = endpoint["metricRelabelings"]
+        assert keep == {"sourceLabels": ["__name__"], "regex": "boifi_.*", "action": "keep"}
+        assert [camel_to_snake(rule) for rule in rules] == RULES
 
 
-def test_envoyfilters_pass_istio_models(rendered: Rendered) -> None:
-    filters = rendered.of_kind("EnvoyFilter")
-    # Every values file keeps tag extraction on: one EnvoyFilter per WasmPlugin.
-    assert len(filters) == len(rendered.of_kind("WasmPlugin"))
-    results = validate_istio(filters)
-    assert [r["error"] for r in results] == [None] * len(filters), results
+def camel_to_snake(rule: dict[str, Any]) -> dict[str, Any]:
+    return {re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), k): v for k, v in rule.items()}
 
 
-def test_istio_models_catch_bad_envoyfilter() -> None:
-    bad = {"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
-           "metadata": {"name": "x", "namespace": "demo"},
-           "spec": {"configPatches": [{"applyTo": "BOOTSTRAPS",
-                                       "patch": {"operation": "MERGE", "value": {}}}]}}
-    (result,) = validate_istio([bad])
-    assert result["error"] and "applyTo" in result["error"]
+def test_podmonitor_rules_behave_like_the_file() -> None:
+    r = render(load_values(VALUES_DIR / "namespaces-selectors.yaml"))
+    rules = podmonitors(r)["demo"]["spec"]["podMetricsEndpoints"][0]["metricRelabelings"]
+    name = "boifi_faults_injected_fault_type_abort_policy_x_y"
+    assert relabel({"__name__": name}, rules)["policy"] == "x-y"
+    assert relabel({"__name__": "istio_requests_total"}, rules) is None
 
 
-def test_tag_extraction_off_or_no_targets_renders_no_envoyfilter() -> None:
-    targets = {"sha256": "a" * 64, "targets": {"demo": {}}}
-    assert envoy_filters(render({"plugin": targets})).keys() == {"demo"}
-    off = render({"plugin": {**targets, "stats": {"tagExtraction": {"enabled": False}}}})
-    assert not off.of_kind("EnvoyFilter") and off.of_kind("WasmPlugin")
-    assert not render({}).of_kind("EnvoyFilter")
-    assert not render({"plugin": {**targets, "enabled": False}}).of_kind("EnvoyFilter")
+def test_no_podmonitor_unless_asked() -> None:
+    assert not render({"plugin": PLUGIN}).of_kind("PodMonitor")
+    on = {"plugin": {**PLUGIN, "stats": {"podMonitor": {"enabled": True}}}}
+    assert podmonitors(render(on)).keys() == {"demo"}
+    off = {"plugin": {**PLUGIN, "enabled": False, "stats": {"podMonitor": {"enabled": True}}}}
+    assert not render(off).of_kind("PodMonitor")
 
 
-def test_tags_can_be_replaced_and_bad_names_are_refused() -> None:
-    mine = [{"name": "policy", "regex": r"^x(\.p\.([a-z]+))"}]
-    values = {"plugin": {"sha256": "a" * 64, "targets": {"demo": {}},
-                         "stats": {"tagExtraction": {"tags": mine}}}}
-    assert rendered_tags(envoy_filters(render(values))["demo"]) == [
-        ("policy", r"^x(\.p\.([a-z]+))")]
-    # A tag name is a Prometheus label name.
-    with pytest.raises(helm.HelmValuesError, match="bad-name"):
-        render({"plugin": {"stats": {"tagExtraction": {"tags": [
-            {"name": "bad-name", "regex": "x"}]}}}})
-
-
-def test_notes_say_when_the_labels_appear() -> None:
-    notes = render(load_values(VALUES_DIR / "namespaces-selectors.yaml")).notes
-    assert "EnvoyFilter boifi-plugin-stats" in notes and "rollout restart" in notes
-    assert "EnvoyFilter" not in render({}).notes
+def test_notes_and_docs_point_to_the_rules() -> None:
+    notes = render({"plugin": PLUGIN}).notes
+    assert "files/plugin-metric-relabel.yaml" in notes and "restart" in notes
+    with_monitor = {"plugin": {**PLUGIN, "stats": {"podMonitor": {"enabled": True}}}}
+    assert "PodMonitor boifi-plugin" in render(with_monitor).notes
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert "helm/boifi/files/plugin-metric-relabel.yaml" in deploy
+    assert "stats_tags" not in (ROOT / "wasm" / "plugin" / "README.md").read_text()

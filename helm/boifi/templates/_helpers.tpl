@@ -52,9 +52,6 @@ never collapse into one name.
 {{- define "boifi.plugin.fullname" -}}
 {{- include "boifi.componentName" (list . "plugin") }}
 {{- end }}
-{{- define "boifi.plugin.statsName" -}}
-{{- include "boifi.componentName" (list . "plugin-stats") }}
-{{- end }}
 {{- define "boifi.tokens.fullname" -}}
 {{- include "boifi.componentName" (list . "tokens") }}
 {{- end }}
@@ -186,5 +183,74 @@ Call with (dict "ctx" $ "port" 8080).
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .port | quote }}
 prometheus.io/path: "/metrics"
+{{- end }}
+{{- end }}
+
+{{/*
+Fail unless a container can read the files of a Secret volume, under kubelet's rules
+(kubernetes v1.31: pkg/volume/secret/secret.go, pkg/volume/util/atomic_writer.go,
+pkg/volume/volume_linux.go SetVolumeOwnership): kubelet writes each file as root:root with the
+volume's mode; a pod fsGroup changes the group to fsGroup, adds 0440 to the mode, and is a
+supplementary group of every container. Without fsGroup the container reads through the owner
+bits (uid 0), the group bits (runAsGroup or a supplementalGroup of 0) or the other bits. An
+unset runAsUser is the image's user (65532, non-root); an unset runAsGroup is not assumed to be 0.
+Call with (dict "ctx" $ "mode" 0440 "what" "policy-api's tokens Secret").
+*/}}
+{{- define "boifi.requireReadableSecret" -}}
+{{- $pod := .ctx.Values.podSecurityContext | default dict }}
+{{- $ctr := .ctx.Values.containerSecurityContext | default dict }}
+{{- $uid := 65532 }}
+{{- $groups := list }}
+{{- $fsGroup := false }}
+{{- range $sc := list $pod $ctr }}
+{{- if not (kindIs "invalid" (index $sc "runAsUser")) }}
+{{- $uid = int (index $sc "runAsUser") }}
+{{- end }}
+{{- end }}
+{{- $gid := index $pod "runAsGroup" }}
+{{- if not (kindIs "invalid" (index $ctr "runAsGroup")) }}
+{{- $gid = index $ctr "runAsGroup" }}
+{{- end }}
+{{- if not (kindIs "invalid" $gid) }}
+{{- $groups = append $groups (int $gid) }}
+{{- end }}
+{{- range (index $pod "supplementalGroups" | default list) }}
+{{- $groups = append $groups (int .) }}
+{{- end }}
+{{- if not (kindIs "invalid" (index $pod "fsGroup")) }}
+{{- $fsGroup = true }}
+{{- end }}
+{{- $mode := int .mode }}
+{{- $readable := $fsGroup }}
+{{- if and (not $readable) (eq $uid 0) }}
+{{- $readable = eq 1 (mod (div $mode 256) 2) }}
+{{- else if and (not $readable) (has 0 $groups) }}
+{{- $readable = eq 1 (mod (div $mode 32) 2) }}
+{{- else if not $readable }}
+{{- $readable = eq 1 (mod (div $mode 4) 2) }}
+{{- end }}
+{{- if not $readable }}
+{{- fail (printf "%s would be unreadable: kubelet writes Secret files as root:root with mode %#o, and only a pod fsGroup gives them a group the container has; this container runs as uid %d with groups %v and podSecurityContext has no fsGroup. Set podSecurityContext.fsGroup (default 65532; do not set it to null)" .what $mode $uid $groups) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The plugin's Prometheus relabel rules (files/plugin-metric-relabel.yaml, written in Prometheus'
+own metric_relabel_configs form) as prometheus-operator RelabelConfigs, keeping only BOIFI's
+series first so a PodMonitor never duplicates the sidecars' other metrics.
+*/}}
+{{- define "boifi.plugin.metricRelabelings" -}}
+- sourceLabels: [__name__]
+  regex: "boifi_.*"
+  action: keep
+{{- range (.Files.Get "files/plugin-metric-relabel.yaml" | fromYamlArray) }}
+- sourceLabels: {{ toJson .source_labels }}
+  {{- with .separator }}
+  separator: {{ . | quote }}
+  {{- end }}
+  regex: {{ .regex | quote }}
+  targetLabel: {{ .target_label | quote }}
+  replacement: {{ .replacement | quote }}
+  action: {{ .action }}
 {{- end }}
 {{- end }}
