@@ -6,6 +6,11 @@
 #    each container runs read-only as its image user next to a real etcd on loopback, and must
 #    answer /v1/health, /v1/ready (etcd reached by host name) and /metrics, then exit 0 within
 #    10 s of SIGTERM (as Kubernetes stops pods);
+#  - the chart's own pods (tests/chart/podrunner.py): policy-api and sse-broadcaster from the pod
+#    spec `helm install` renders (securityContext, env, probes, ports), the tokens Secret laid
+#    out as kubelet lays it out; both turn ready on their rendered readinessProbe and an
+#    authenticated API call works with a token from the rendered Secret. A control run of
+#    policy-api without fsGroup (the chart before the fix) must fail with "Permission denied";
 #  - the plugin image: built from docker/plugin.Dockerfile, the module read back byte for byte;
 #  - scripts/publish-plugin.sh against a real registry (Debian docker-registry on loopback): both
 #    formats pushed, pulled back with skopeo, media types, layer count, manifest digest (the
@@ -17,7 +22,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$BOIFI_ROOT"
 
-apt_install podman runc skopeo docker-registry curl etcd-server
+apt_install podman runc slirp4netns skopeo docker-registry curl etcd-server
 "$BOIFI_ROOT/scripts/test-chart.sh" --tools-only
 hadolint="$BOIFI_ROOT/target/tools/chart-venv/bin/hadolint"
 
@@ -48,6 +53,10 @@ registry_pid=""
 containers=()
 cleanup() {
     local id pid
+    # Containers the pod runner started (by name), in case it did not get to remove them.
+    if [ -f "$work/pod-ids" ]; then
+        while read -r id; do containers+=("$id"); done <"$work/pod-ids"
+    fi
     for id in "${containers[@]}"; do
         pm stop -t 5 "$id" >/dev/null 2>&1 || true
         pm rm -f "$id" >/dev/null 2>&1 || true
@@ -71,10 +80,10 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 CONF
-pm() {
-    CONTAINERS_CONF="$work/containers.conf" podman --root "$work/storage" \
-        --runroot "$work/run" --storage-driver vfs "$@"
-}
+# The one podman command line: pm here, BOIFI_PODMAN for the pod runner.
+podman_cmd=(env "CONTAINERS_CONF=$work/containers.conf" podman --root "$work/storage"
+    --runroot "$work/run" --storage-driver vfs)
+pm() { "${podman_cmd[@]}" "$@"; }
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -157,6 +166,14 @@ check_service policy-api "$api_port" \
 log "sse-broadcaster image"
 build_service_image sse-broadcaster
 check_service sse-broadcaster "$(free_port)"
+
+log "the chart's pods from their rendered spec (tests/chart/podrunner.py)"
+# Pods get their own network namespace (slirp4netns): the rendered 0.0.0.0 listen addresses stay
+# inside it, ports are published on 127.0.0.1, and etcd is this script's, on host loopback.
+BOIFI_PODMAN="$(printf '%q ' "${podman_cmd[@]}")" \
+    BOIFI_POD_IMAGES="boifi/policy-api=localhost/boifi-test/policy-api:test boifi/sse-broadcaster=localhost/boifi-test/sse-broadcaster:test" \
+    BOIFI_POD_IDS_FILE="$work/pod-ids" PYTHONDONTWRITEBYTECODE=1 \
+    "$BOIFI_ROOT/target/tools/chart-venv/bin/python" tests/chart/podrunner.py --etcd-port "$etcd_client"
 
 log "plugin image"
 plugin="$BOIFI_ROOT/target/plugin/boifi_plugin.wasm" # written by scripts/build-plugin.sh
