@@ -9,8 +9,13 @@
 #                          (application/vnd.module.wasm.config.v1+json).
 #
 # Istio verifies a WasmPlugin's sha256 against the manifest digest it pulls, so that is what
-# this prints as sha256. Both layouts are built byte-for-byte reproducibly (fixed timestamps),
-# so the same module always gets the same digests. Pushing uses skopeo (no container daemon).
+# this prints as sha256: the digest of the manifest read back from the registry after the push.
+# Both layouts are built byte-for-byte reproducibly (fixed timestamps), so the same module always
+# gets the same digests. Pushing uses skopeo (no container daemon). With --preserve-digests
+# (skopeo 1.6.0 and newer) the registry stores exactly the manifest built here; older skopeo
+# (Ubuntu 22.04 ships 1.4) lacks the flag and may re-encode the manifest on the way (e.g.
+# compress the raw Wasm layer), so the stored digest can differ from the built one. The printed
+# sha256 is the stored one either way.
 set -euo pipefail
 # shellcheck source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
@@ -135,14 +140,31 @@ PY
 module_sha="$(sha256sum "$wasm" | cut -d ' ' -f 1)"
 skopeo_args=(--dest-tls-verify="$tls_verify")
 [ -z "$authfile" ] || skopeo_args+=(--dest-authfile "$authfile")
+inspect_args=(--tls-verify="$tls_verify")
+[ -z "$authfile" ] || inspect_args+=(--authfile "$authfile")
+# --preserve-digests: the registry must store exactly the manifest built above (skopeo fails
+# otherwise). Detected, since skopeo before 1.6.0 rejects the unknown flag.
+preserve=()
+copy_help="$(skopeo copy --help 2>&1)"
+if grep -q -- '--preserve-digests' <<<"$copy_help"; then
+    preserve=(--preserve-digests)
+else
+    log "$(skopeo --version) has no --preserve-digests (1.6.0+): printing the digest the registry stores"
+fi
 
 while read -r name digest; do
     ref="$repository:$tag"
     [ "$name" = image ] || ref="$repository:$tag-$name"
     log "push $name format to $ref"
-    # --preserve-digests: the registry must serve exactly the manifest built above, since its
-    # digest is the sha256 Istio checks.
-    skopeo copy --quiet --preserve-digests "${skopeo_args[@]}" "oci:$layout_dir/$name" "docker://$ref"
+    skopeo copy --quiet "${preserve[@]}" "${skopeo_args[@]}" "oci:$layout_dir/$name" "docker://$ref"
+    # Istio compares the WasmPlugin's sha256 with the digest of the manifest it pulls: read the
+    # manifest back (--raw: its bytes as stored) and print its digest, not the built one.
+    stored="sha256:$(skopeo inspect --raw "${inspect_args[@]}" "docker://$ref" | sha256sum | cut -d ' ' -f 1)"
+    if [ "$stored" != "$digest" ]; then
+        [ "${#preserve[@]}" -eq 0 ] || die "$ref: the registry stores manifest $stored, not the pushed $digest"
+        log "$ref: skopeo re-encoded the manifest ($digest built, $stored stored); printing the stored digest"
+        digest="$stored"
+    fi
     printf '%s.url=oci://%s\n%s.sha256=%s\n%s.module_sha256=%s\n' \
         "$name" "$ref" "$name" "${digest#sha256:}" "$name" "$module_sha"
     # The values snippet prefers the image format: every Istio with WasmPlugin reads it.
