@@ -13,7 +13,7 @@ import yaml
 from conftest import CHART, Rendered, load_values, validate_istio
 
 # Kinds the chart may render that are not core Kubernetes (validated elsewhere).
-NON_CORE = {"WasmPlugin", "ServiceMonitor", "PodMonitor"}
+NON_CORE = {"WasmPlugin", "AuthorizationPolicy", "ServiceMonitor", "PodMonitor"}
 # The chart's kubeVersion floor and the newest schema kubernetes-validate ships.
 KUBE_VERSIONS = ["1.25.0", "1.37.0"]
 

@@ -1,4 +1,4 @@
-// Validates Istio objects (WasmPlugin, EnvoyFilter) with @kubernetes-models/istio (schemas
+// Validates Istio objects (WasmPlugin, AuthorizationPolicy) with @kubernetes-models/istio (schemas
 // generated from Istio's CRDs).
 // Input on stdin: a JSON array of objects. Output: a JSON array with one entry per object,
 // {"kind", "name", "error"} where error is null when the object is valid.
@@ -18,10 +18,10 @@ const load = async (file) =>
   import(pathToFileURL(path.join(modulesDir, "@kubernetes-models/istio", file)).href);
 
 const { WasmPlugin } = await load("extensions.istio.io/v1alpha1/WasmPlugin.js");
-const { EnvoyFilter } = await load("networking.istio.io/v1alpha3/EnvoyFilter.js");
+const { AuthorizationPolicy } = await load("security.istio.io/v1beta1/AuthorizationPolicy.js");
 const models = {
   "extensions.istio.io/v1alpha1/WasmPlugin": WasmPlugin,
-  "networking.istio.io/v1alpha3/EnvoyFilter": EnvoyFilter,
+  "security.istio.io/v1beta1/AuthorizationPolicy": AuthorizationPolicy,
 };
 
 const objects = JSON.parse(readFileSync(0, "utf8"));
