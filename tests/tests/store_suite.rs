@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use boifi_policy::{Policy, PolicyStatus};
+use boifi_policy::{Policy, PolicyStatus, ValidPolicy};
 use boifi_store::{
     Change, PolicyStore, Precondition, Revision, StoreError, StoredPolicy, WatchEvent, WatchStream,
 };
@@ -13,8 +13,8 @@ use futures::StreamExt;
 
 const STREAM_DEADLINE: Duration = Duration::from_secs(10);
 
-fn policy(name: &str, version: &str) -> Policy {
-    serde_json::from_value(serde_json::json!({
+fn policy(name: &str, version: &str) -> ValidPolicy {
+    let policy: Policy = serde_json::from_value(serde_json::json!({
         "metadata": { "name": name, "version": version },
         "spec": {
             "selector": { "namespace": "demo", "service": "reviews" },
@@ -24,7 +24,8 @@ fn policy(name: &str, version: &str) -> Policy {
             } ]
         }
     }))
-    .expect("test policy parses")
+    .expect("test policy parses");
+    ValidPolicy::try_from(policy).expect("test policy is valid")
 }
 
 /// What a reader gets back for `policy` written at `revision`.
@@ -128,12 +129,13 @@ mod cases {
     pub async fn status_sent_by_a_client_is_kept_but_revision_is_the_stores(
         store: &dyn PolicyStore,
     ) {
-        let mut p = policy("with-status", "1");
+        let mut p = policy("with-status", "1").into_policy();
         p.status = Some(PolicyStatus {
             revision: 999_999,
             created_at_ms: 1_700_000_000_000,
             ..PolicyStatus::default()
         });
+        let p = ValidPolicy::try_from(p).expect("status is not checked");
         let put = store.put(&p, Precondition::None).await.unwrap();
         let got = store.get("with-status").await.unwrap().unwrap();
         let status = got.policy.status.unwrap();

@@ -8,12 +8,16 @@ use std::future::Future;
 use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::HttpServer;
-use boifi_policy_api::server::{serve_until, SHUTDOWN_GRACE_SECS};
 use boifi_policy_api::{AppState, Auth, AuthConfig};
+use boifi_runtime::EnvError;
 use boifi_sse_broadcaster::{configure_stream, Broadcaster, Settings, SystemClock};
 use boifi_store::StoreSettings;
+use serde::Deserialize;
+
+/// In-flight requests get this long to finish after the shutdown signal (as in policy-api).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Settings of `boifi serve`, from the same `BOIFI_*` variables as the two services.
 #[derive(Debug, Clone)]
@@ -32,6 +36,8 @@ pub struct ServeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
     ApiConfig(#[from] boifi_policy_api::ConfigError),
     #[error(transparent)]
     StreamConfig(#[from] boifi_sse_broadcaster::ConfigError),
@@ -45,11 +51,14 @@ pub enum ServeError {
     Start(#[from] boifi_sse_broadcaster::StartError),
 }
 
-impl ServeConfig {
-    pub fn from_env() -> Result<Self, ServeError> {
-        Self::from_vars(boifi_store::process_vars())
-    }
+/// The variables that decide whether auth is off by default (blank counts as unset).
+#[derive(Deserialize)]
+struct AuthVars {
+    tokens_file: Option<String>,
+    auth_disabled: Option<String>,
+}
 
+impl ServeConfig {
     /// Parse from key/value pairs. Local use is the point of `boifi serve`, so with no
     /// `BOIFI_TOKENS_FILE` and no `BOIFI_AUTH_DISABLED` it serves without tokens.
     pub fn from_vars<I>(vars: I) -> Result<Self, ServeError>
@@ -57,8 +66,8 @@ impl ServeConfig {
         I: IntoIterator<Item = (String, String)>,
     {
         let mut vars: Vec<(String, String)> = vars.into_iter().collect();
-        let given = |name: &str| vars.iter().any(|(k, v)| k == name && !v.is_empty());
-        let auth_off_by_default = !given("BOIFI_TOKENS_FILE") && !given("BOIFI_AUTH_DISABLED");
+        let auth: AuthVars = boifi_runtime::env::from_vars(vars.iter().cloned())?;
+        let auth_off_by_default = auth.tokens_file.is_none() && auth.auth_disabled.is_none();
         if auth_off_by_default {
             vars.push(("BOIFI_AUTH_DISABLED".into(), "true".into()));
         }
@@ -110,13 +119,33 @@ pub async fn run(
 ) -> io::Result<()> {
     let Serve { api, broadcaster } = serve;
     let app_broadcaster = broadcaster.clone();
-    let server = HttpServer::new(move || {
+    let app = move || {
         boifi_policy_api::app(api.clone()).configure(|cfg| configure_stream(cfg, &app_broadcaster))
-    })
-    .listen(listener)?
-    .disable_signals()
-    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-    .run();
+    };
     // Open streams would otherwise hold the stop up until the grace period ends.
-    serve_until(server, shutdown, || broadcaster.shut_down()).await
+    boifi_runtime::serve(listener, app, SHUTDOWN_GRACE, shutdown, || {
+        broadcaster.shut_down()
+    })
+    .await
+}
+
+/// `boifi serve` as the binary runs it: settings from the process environment, then serve
+/// until SIGTERM or Ctrl-C.
+pub async fn serve_from_env() -> Result<(), Box<dyn std::error::Error>> {
+    let config = ServeConfig::from_vars(boifi_runtime::env::process_vars())?;
+    if config.auth_off_by_default {
+        log::warn!(
+            "serving WITHOUT authentication (set BOIFI_TOKENS_FILE to require tokens); \
+             keep BOIFI_LISTEN_ADDR on loopback"
+        );
+    }
+    let listener = boifi_runtime::bind(&config.listen_addr)?;
+    let serve = Serve::start(&config).await?;
+    log::info!(
+        "boifi serve on http://{} ({} store): API /v1/policies, stream /v1/config/stream",
+        listener.local_addr()?,
+        serve.store_kind()
+    );
+    run(listener, serve, boifi_runtime::shutdown_signal()).await?;
+    Ok(())
 }

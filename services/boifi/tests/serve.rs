@@ -84,6 +84,19 @@ fn config_defaults_to_no_auth_and_respects_a_tokens_file() {
     assert!(err.to_string().contains("BOIFI_STREAM_BUFFER"), "{err}");
 }
 
+#[test]
+fn blank_auth_variables_count_as_unset_as_in_the_services() {
+    let config = ServeConfig::from_vars(vars(&[
+        ("BOIFI_TOKENS_FILE", "  "),
+        ("BOIFI_AUTH_DISABLED", ""),
+        ("BOIFI_LISTEN_ADDR", " 127.0.0.1:9999 "),
+    ]))
+    .expect("blank values parse");
+    assert!(config.auth_off_by_default);
+    assert_eq!(config.auth, AuthConfig::Disabled);
+    assert_eq!(config.listen_addr, "127.0.0.1:9999");
+}
+
 #[actix_web::test]
 async fn one_port_serves_api_stream_and_metrics_and_stops_with_streams_open() {
     let dir = tempfile::tempdir().expect("temp dir");

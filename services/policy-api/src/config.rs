@@ -10,10 +10,13 @@
 //! | `BOIFI_TOKENS_FILE` | unset | API tokens, one `<name> <role> <token>` per line |
 //! | `BOIFI_AUTH_DISABLED` | `false` | `true` serves without tokens (local use only) |
 //!
-//! An empty value counts as unset.
+//! Surrounding whitespace is ignored and a blank value counts as unset, as for every BOIFI
+//! variable ([`boifi_runtime::env`]).
 
 use std::path::PathBuf;
 
+use boifi_runtime::env::ServerVars;
+use boifi_runtime::{EnvError, InvalidVar};
 use boifi_store::StoreSettings;
 use serde::Deserialize;
 
@@ -39,8 +42,9 @@ pub enum AuthConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("{var}: {reason}")]
-    Invalid { var: &'static str, reason: String },
+    /// A variable that cannot be used: `BOIFI_LISTEN_ADDR: expected host:port, ...`.
+    #[error(transparent)]
+    Invalid(#[from] InvalidVar),
     #[error(
         "no API tokens: set BOIFI_TOKENS_FILE, or BOIFI_AUTH_DISABLED=true to serve without \
          authentication (local use only)"
@@ -48,65 +52,41 @@ pub enum ConfigError {
     NoTokens,
     #[error("BOIFI_TOKENS_FILE and BOIFI_AUTH_DISABLED=true are both set; choose one")]
     AuthAmbiguous,
-    #[error("environment: {0}")]
-    Env(String),
+    #[error(transparent)]
+    Env(#[from] EnvError),
 }
 
 /// The variables as strings; each is checked by hand so an error names the full variable.
 #[derive(Deserialize)]
 struct RawConfig {
-    listen_addr: Option<String>,
-    etcd_endpoints: Option<String>,
-    etcd_prefix: Option<String>,
-    data_dir: Option<String>,
+    #[serde(flatten)]
+    server: ServerVars,
     tokens_file: Option<String>,
     auth_disabled: Option<String>,
 }
 
 impl Config {
-    /// Parse from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(boifi_store::process_vars())
-    }
-
     /// Parse from key/value pairs (keys with the `BOIFI_` prefix; others are ignored).
     pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let raw: RawConfig = envy::prefixed("BOIFI_")
-            .from_iter(vars)
-            .map_err(|e| ConfigError::Env(e.to_string()))?;
-        let set = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        let raw: RawConfig = boifi_runtime::env::from_vars(vars)?;
+        let server = raw.server.check(DEFAULT_LISTEN_ADDR)?;
 
-        let listen_addr = set(raw.listen_addr).unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
-        boifi_store::check_listen_addr(&listen_addr).map_err(|reason| ConfigError::Invalid {
-            var: "BOIFI_LISTEN_ADDR",
-            reason,
-        })?;
-
-        let store = StoreSettings::from_values(
-            raw.etcd_endpoints.as_deref(),
-            raw.etcd_prefix.as_deref(),
-            raw.data_dir.as_deref(),
-        )
-        .map_err(|e| ConfigError::Invalid {
-            var: e.var,
-            reason: e.reason,
-        })?;
-
-        let auth_disabled = match set(raw.auth_disabled).as_deref().map(str::trim) {
+        let auth_disabled = match raw.auth_disabled.as_deref() {
             None => false,
             Some(v) if v.eq_ignore_ascii_case("true") => true,
             Some(v) if v.eq_ignore_ascii_case("false") => false,
             Some(v) => {
-                return Err(ConfigError::Invalid {
+                return Err(InvalidVar {
                     var: "BOIFI_AUTH_DISABLED",
                     reason: format!("expected `true` or `false`, found `{}`", v.escape_default()),
-                })
+                }
+                .into())
             }
         };
-        let auth = match (set(raw.tokens_file), auth_disabled) {
+        let auth = match (raw.tokens_file, auth_disabled) {
             (Some(_), true) => return Err(ConfigError::AuthAmbiguous),
             (Some(path), false) => AuthConfig::TokensFile(PathBuf::from(path)),
             (None, true) => AuthConfig::Disabled,
@@ -114,13 +94,12 @@ impl Config {
         };
 
         Ok(Config {
-            listen_addr,
-            store,
+            listen_addr: server.listen_addr,
+            store: server.store,
             auth,
         })
     }
 }
 
-/// `host:port` with a numeric port; the host is resolved later, when binding.
 #[cfg(test)]
 mod tests;

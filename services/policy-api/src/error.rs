@@ -1,30 +1,20 @@
 //! The one place where failures become HTTP responses.
 //!
 //! Every error the API sends, whether from a handler, an extractor or an unknown route, has
-//! the body `{"error": code, "message": text, "details": [{"field", "message"}]}`. Internal
-//! causes (store I/O, corrupt data) are logged here and replaced by a generic message.
+//! the body [`ErrorBody`] (`{"error": code, "message": text, "details": [{"field",
+//! "message"}]}`, shared with the sse-broadcaster through `boifi-runtime`). Internal causes
+//! (store I/O, corrupt data) are logged here and replaced by a generic message.
 
 use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use boifi_policy::{FieldError, ValidationErrors};
+pub use boifi_runtime::ErrorBody;
 use boifi_store::{Revision, StoreError};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 /// Largest request body any route accepts (1 MiB, the policy model's document limit).
 pub const MAX_BODY_BYTES: usize = boifi_policy::limits::MAX_POLICY_BYTES;
-
-/// The error body of every non-2xx response.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Machine-readable code, e.g. `invalid_policy`, `conflict`, `unauthorized`.
-    pub error: &'static str,
-    /// One sentence for people.
-    pub message: String,
-    /// Every problem found, each with its field path (empty when the error has no fields).
-    pub details: Vec<FieldError>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -108,14 +98,10 @@ impl ApiError {
     }
 
     fn body(&self) -> ErrorBody {
-        let details = match self {
-            ApiError::Invalid { details, .. } => details.clone(),
-            _ => Vec::new(),
-        };
-        ErrorBody {
-            error: self.code(),
-            message: self.to_string(),
-            details,
+        let body = ErrorBody::new(self.code(), self.to_string());
+        match self {
+            ApiError::Invalid { details, .. } => body.with_details(details.clone()),
+            _ => body,
         }
     }
 }
@@ -141,16 +127,19 @@ impl ResponseError for ApiError {
             ApiError::Internal(cause) => log::error!("internal error: {cause}"),
             _ => {}
         }
-        let mut res = HttpResponse::build(self.status_code());
+        let mut res = self.body().respond(self.status_code());
         if let ApiError::Unauthorized { invalid_token, .. } = self {
             let challenge = if *invalid_token {
                 r#"Bearer realm="boifi", error="invalid_token""#
             } else {
                 r#"Bearer realm="boifi""#
             };
-            res.insert_header((header::WWW_AUTHENTICATE, challenge));
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
-        res.json(self.body())
+        res
     }
 }
 

@@ -1,10 +1,14 @@
 //! The BOIFI policy model, shared by policy-api, sse-broadcaster and the Wasm plugin.
 //!
 //! - [`types`]: the wire format (serde), as users write it and the API returns it.
+//! - [`ValidPolicy::parse`]: the one entry point for a policy from a user: request bytes in a
+//!   [`Format`] become a [`ValidPolicy`] (a type only validation builds, and the only thing the
+//!   store accepts), or every problem with its field path. It runs the two steps below.
 //! - [`parse_policy`]: strict JSON parsing: unknown fields and wrong types are reported with
 //!   their field paths, all at once.
 //! - [`compile`]: validation of every rule in the design brief (all problems, each with its
-//!   field path), producing a [`CompiledPolicy`] with regexes built once.
+//!   field path), producing a [`CompiledPolicy`] with regexes built once (what the Wasm plugin
+//!   runs).
 //! - Matching: [`Selector::matches`] a [`Workload`] ([`Selector::may_match`] for stream
 //!   filters), [`CompiledRule::matches`] a [`RequestView`] (or any [`RequestLookup`], for
 //!   callers that read headers on demand; [`CompiledPolicy::header_names`] says which), expiry
@@ -25,6 +29,7 @@ mod matching;
 mod parse;
 pub mod status;
 pub mod types;
+mod valid;
 mod validate;
 
 pub use error::{FieldError, ValidationErrors};
@@ -34,4 +39,5 @@ pub use matching::{
 };
 pub use parse::parse_policy;
 pub use types::*;
+pub use valid::{Format, ValidPolicy};
 pub use validate::compile;

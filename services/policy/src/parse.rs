@@ -2,7 +2,8 @@
 //!
 //! Plain `serde_json::from_slice::<Policy>` stays lenient (unknown fields ignored, `status`
 //! kept), which is what readers of the server's own output want. Input from users goes through
-//! [`parse_policy`] instead, which reports every unknown field and drops `status`.
+//! [`crate::ValidPolicy::parse`], whose first step is this strict parse: it reports every
+//! unknown field and drops `status`.
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -26,8 +27,19 @@ struct Input {
 ///
 /// All unknown fields are reported at once. Deserialization stops at the first type error, so
 /// at most one type error is reported, after the unknown fields seen before it. The returned
-/// policy has `status: None`; call [`crate::compile`] to check its values.
+/// policy has `status: None`; call [`crate::compile`] to check its values, or use
+/// [`crate::ValidPolicy::parse`], which does both and reports every problem of both steps.
 pub fn parse_policy(json: &[u8]) -> Result<Policy, ValidationErrors> {
+    match parse_json(json) {
+        (Some(policy), errors) if errors.is_empty() => Ok(policy),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// The strict parse, keeping the typed policy when unknown fields were its only problem (so
+/// the caller can still check the values and report both kinds of problem in one answer).
+/// `None` when the text is not a well-typed policy; the errors then say why.
+pub(crate) fn parse_json(json: &[u8]) -> (Option<Policy>, ValidationErrors) {
     let mut errors = ValidationErrors::default();
     if json.len() > MAX_POLICY_BYTES {
         errors.push(
@@ -37,14 +49,14 @@ pub fn parse_policy(json: &[u8]) -> Result<Policy, ValidationErrors> {
                 json.len()
             ),
         );
-        return Err(errors);
+        return (None, errors);
     }
 
     // serde would also build a struct from a JSON array, by position; a policy is an object.
     let first = json.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         errors.push("", "the body must be a JSON object");
-        return Err(errors);
+        return (None, errors);
     }
 
     let mut unknown = Vec::new();
@@ -74,15 +86,17 @@ pub fn parse_policy(json: &[u8]) -> Result<Policy, ValidationErrors> {
         errors.push("", format!("{unlisted} more unknown fields not listed"));
     }
     match parsed {
-        Ok(input) if errors.is_empty() => Ok(Policy {
-            metadata: input.metadata,
-            spec: input.spec,
-            status: None,
-        }),
-        Ok(_) => Err(errors),
+        Ok(input) => (
+            Some(Policy {
+                metadata: input.metadata,
+                spec: input.spec,
+                status: None,
+            }),
+            errors,
+        ),
         Err((field, message)) => {
             errors.push(field, message);
-            Err(errors)
+            (None, errors)
         }
     }
 }

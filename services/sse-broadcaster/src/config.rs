@@ -1,5 +1,6 @@
 //! Configuration from `BOIFI_*` variables, parsed from any list of key/value pairs so tests
-//! never touch the process environment. An empty value counts as unset.
+//! never touch the process environment. Surrounding whitespace is ignored and a blank value
+//! counts as unset, as for every BOIFI variable ([`boifi_runtime::env`]).
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
@@ -17,6 +18,8 @@
 
 use std::time::Duration;
 
+use boifi_runtime::env::ServerVars;
+use boifi_runtime::{EnvError, InvalidVar};
 use boifi_store::StoreSettings;
 use serde::Deserialize;
 
@@ -72,19 +75,18 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("{var}: {reason}")]
-    Invalid { var: &'static str, reason: String },
-    #[error("environment: {0}")]
-    Env(String),
+    /// A variable that cannot be used: `BOIFI_STREAM_BUFFER: expected a whole number ...`.
+    #[error(transparent)]
+    Invalid(#[from] InvalidVar),
+    #[error(transparent)]
+    Env(#[from] EnvError),
 }
 
 /// Every variable as a string, checked by hand so an error names the full variable.
 #[derive(Deserialize)]
 struct RawConfig {
-    listen_addr: Option<String>,
-    etcd_endpoints: Option<String>,
-    etcd_prefix: Option<String>,
-    data_dir: Option<String>,
+    #[serde(flatten)]
+    server: ServerVars,
     stream_heartbeat_secs: Option<String>,
     stream_retry_ms: Option<String>,
     stream_buffer: Option<String>,
@@ -95,45 +97,23 @@ struct RawConfig {
 }
 
 impl Config {
-    /// Parse from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(boifi_store::process_vars())
-    }
-
     /// Parse from key/value pairs (keys with the `BOIFI_` prefix; others are ignored).
     pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let raw: RawConfig = envy::prefixed("BOIFI_")
-            .from_iter(vars)
-            .map_err(|e| ConfigError::Env(e.to_string()))?;
-        let set = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-
-        let listen_addr = set(raw.listen_addr).unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
-        boifi_store::check_listen_addr(&listen_addr).map_err(|reason| ConfigError::Invalid {
-            var: "BOIFI_LISTEN_ADDR",
-            reason,
-        })?;
-        let store = StoreSettings::from_values(
-            raw.etcd_endpoints.as_deref(),
-            raw.etcd_prefix.as_deref(),
-            raw.data_dir.as_deref(),
-        )
-        .map_err(|e| ConfigError::Invalid {
-            var: e.var,
-            reason: e.reason,
-        })?;
+        let raw: RawConfig = boifi_runtime::env::from_vars(vars)?;
+        let server = raw.server.check(DEFAULT_LISTEN_ADDR)?;
 
         let defaults = Settings::default();
         let number =
             |var: &'static str, value: Option<String>, min: u64, max: u64, default: u64| {
-                let Some(value) = set(value) else {
+                let Some(value) = value else {
                     return Ok(default);
                 };
                 match value.parse::<u64>() {
                     Ok(n) if (min..=max).contains(&n) => Ok(n),
-                    _ => Err(ConfigError::Invalid {
+                    _ => Err(InvalidVar {
                         var,
                         reason: format!(
                             "expected a whole number from {min} to {max}, found `{}`",
@@ -196,14 +176,15 @@ impl Config {
             ..defaults
         };
         if settings.poll_wait > settings.poll_max_wait {
-            return Err(ConfigError::Invalid {
+            return Err(InvalidVar {
                 var: "BOIFI_POLL_WAIT_MS",
                 reason: "must not exceed BOIFI_POLL_MAX_WAIT_MS".to_owned(),
-            });
+            }
+            .into());
         }
         Ok(Config {
-            listen_addr,
-            store,
+            listen_addr: server.listen_addr,
+            store: server.store,
             settings,
         })
     }
@@ -214,7 +195,6 @@ fn to_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-/// `host:port` with a numeric port; the host is resolved later, when binding.
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -287,7 +267,7 @@ mod tests {
         ] {
             let err = parse(&[(var, value)]).unwrap_err();
             assert!(
-                matches!(&err, ConfigError::Invalid { var: v, .. } if *v == var),
+                matches!(&err, ConfigError::Invalid(InvalidVar { var: v, .. }) if *v == var),
                 "{var}={value}: {err}"
             );
             assert!(err.to_string().starts_with(var), "{err}");

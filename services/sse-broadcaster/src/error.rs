@@ -1,12 +1,15 @@
 //! Errors: the one place where a failed broadcaster request becomes HTTP, plus the error of
 //! starting a broadcaster.
 //!
-//! The body has the same shape as every BOIFI API error:
-//! `{"error": code, "message": text, "details": [{"field", "message"}]}`.
+//! The body is policy-api's, [`ErrorBody`] from `boifi-runtime`:
+//! `{"error": code, "message": text, "details": [{"field", "message"}]}`; a bad query
+//! parameter is a detail whose `field` is the parameter's name.
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
+use boifi_policy::FieldError;
+use boifi_runtime::ErrorBody;
 
 use crate::filter::FieldProblem;
 use crate::hub::Refusal;
@@ -38,19 +41,6 @@ fn list(problems: &[FieldProblem]) -> String {
         .join("; ")
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    field: &'a str,
-    message: &'a str,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'static str,
-    message: String,
-    details: Vec<Detail<'a>>,
-}
-
 impl RequestError {
     fn code(&self) -> &'static str {
         match self {
@@ -80,26 +70,26 @@ impl ResponseError for RequestError {
         if let RequestError::Internal(cause) = self {
             log::error!("internal error: {cause}");
         }
-        let details = match self {
-            RequestError::Invalid(problems) => problems
-                .iter()
-                .map(|p| Detail {
-                    field: p.field,
-                    message: &p.message,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let body = ErrorBody {
-            error: self.code(),
-            message: self.to_string(),
-            details,
-        };
-        let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, RequestError::Refused(_)) {
-            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        let mut body = ErrorBody::new(self.code(), self.to_string());
+        if let RequestError::Invalid(problems) = self {
+            body = body.with_details(problems.iter().map(detail).collect());
         }
-        response.json(body)
+        let mut response = body.respond(self.status_code());
+        if matches!(self, RequestError::Refused(_)) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+/// A bad query parameter as a detail of the error body.
+fn detail(problem: &FieldProblem) -> FieldError {
+    FieldError {
+        field: problem.field.to_owned(),
+        message: problem.message.clone(),
     }
 }
 

@@ -4,8 +4,9 @@ use std::future::Future;
 use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpServer};
+use actix_web::{web, App, HttpRequest};
 use boifi_store::{Clock, PolicyStore};
 use prometheus::Registry;
 use tokio::task::JoinHandle;
@@ -18,7 +19,7 @@ use crate::{ops, stream, watcher};
 
 /// Open streams get this long to end after the shutdown signal (they end at once: the
 /// broadcaster closes them before the server stops).
-const SHUTDOWN_GRACE_SECS: u64 = 5;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A running broadcaster: the store watcher, the heartbeat and the state the routes read.
 /// Clones share one broadcaster; it stops when [`Broadcaster::shut_down`] is called or the last
@@ -133,36 +134,22 @@ async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, RequestE
 }
 
 /// Serves `listener` until `shutdown` completes; then ends every stream and poll, stops
-/// accepting and lets in-flight requests finish.
+/// accepting and lets in-flight requests finish ([`boifi_runtime::serve`]).
 pub async fn run(
     listener: TcpListener,
     broadcaster: Broadcaster,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let app_broadcaster = broadcaster.clone();
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
             .configure(|cfg| configure(cfg, &app_broadcaster))
             .default_service(web::to(not_found))
+    };
+    // Open streams would otherwise hold the stop up until the grace period ends.
+    boifi_runtime::serve(listener, app, SHUTDOWN_GRACE, shutdown, || {
+        broadcaster.shut_down()
     })
-    .listen(listener)?
-    // The shutdown future is the one signal path, for the binary and for tests.
-    .disable_signals()
-    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-    .run();
-    let handle = server.handle();
-    let mut server = std::pin::pin!(server);
-    tokio::select! {
-        res = &mut server => {
-            broadcaster.shut_down();
-            return res;
-        }
-        () = shutdown => {}
-    }
-    log::info!("shutting down");
-    broadcaster.shut_down();
-    // The server future processes the stop command, so it is polled alongside.
-    let (res, ()) = tokio::join!(server, handle.stop(true));
-    res
+    .await
 }

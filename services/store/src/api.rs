@@ -1,7 +1,17 @@
 //! The storage contract every backend implements.
+//!
+//! # What is trusted
+//! Writes take a [`ValidPolicy`], so nothing unchecked enters the store through BOIFI. Reads
+//! give back plain [`Policy`] values in a [`StoredPolicy`]: the store checks that a stored
+//! value is a well-typed policy (else [`StoreError::Corrupt`]) but does not run the value
+//! checks again. What BOIFI wrote was valid when written; a value that was not (written into
+//! etcd by another tool, or by a version with other limits) is passed on as it is, and the
+//! Wasm plugin, which compiles every policy it receives, skips it, logs why and counts it (fail open).
+//! A caller that must act only on valid policies checks again with
+//! `ValidPolicy::try_from(stored.policy)`.
 
 use async_trait::async_trait;
-use boifi_policy::Policy;
+use boifi_policy::{Policy, ValidPolicy};
 use futures::stream::BoxStream;
 
 use crate::StoreError;
@@ -79,10 +89,10 @@ pub trait PolicyStore: Send + Sync + 'static {
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
 
     /// Create or replace `policy` (keyed by `policy.metadata.name`), if `precondition` holds
-    /// (else `StoreError::Conflict`).
+    /// (else `StoreError::Conflict`). The stored `status.revision` is the write's revision.
     async fn put(
         &self,
-        policy: &Policy,
+        policy: &ValidPolicy,
         precondition: Precondition,
     ) -> Result<PutOutcome, StoreError>;
 

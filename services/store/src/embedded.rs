@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use async_trait::async_trait;
-use boifi_policy::Policy;
+use boifi_policy::ValidPolicy;
 use futures::StreamExt;
 use tokio::sync::broadcast;
 
@@ -218,10 +218,10 @@ impl PolicyStore for EmbeddedStore {
 
     async fn put(
         &self,
-        policy: &Policy,
+        policy: &ValidPolicy,
         precondition: Precondition,
     ) -> Result<PutOutcome, StoreError> {
-        let policy = policy.clone();
+        let policy = policy.policy().clone();
         let written = self
             .write(move |state, revision| {
                 let current = state

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use boifi_policy::{Policy, PolicyStatus};
+use boifi_policy::{Policy, PolicyStatus, ValidPolicy};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
     KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
@@ -212,11 +212,11 @@ impl PolicyStore for EtcdStore {
 
     async fn put(
         &self,
-        policy: &Policy,
+        policy: &ValidPolicy,
         precondition: Precondition,
     ) -> Result<PutOutcome, StoreError> {
-        let key = self.keys.policy(&policy.metadata.name);
-        let value = serde_json::to_vec(policy).map_err(|e| StoreError::Corrupt {
+        let key = self.keys.policy(policy.name());
+        let value = serde_json::to_vec(policy.policy()).map_err(|e| StoreError::Corrupt {
             key: key.clone(),
             reason: format!("policy does not serialize: {e}"),
         })?;

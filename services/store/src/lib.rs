@@ -6,7 +6,7 @@
 //! - [`EmbeddedStore`]: single-machine backend, one file under a data directory, written
 //!   atomically so a crash leaves the old or the new state, never a torn one.
 //! - [`open_store`]: picks and opens one of them from [`StoreSettings`] (what every binary
-//!   calls; [`StoreSettings::from_values`] parses the `BOIFI_*` store variables);
+//!   calls; `boifi_runtime` reads the settings from the `BOIFI_*` store variables);
 //!   [`normalize_prefix`] cleans up an etcd key prefix.
 //! - [`Clock`]: the server clock policies are stamped and expired by ([`SystemClock`], and
 //!   [`ManualClock`] for tests); policy-api and the sse-broadcaster share it from here.
@@ -29,6 +29,5 @@ pub use embedded::{EmbeddedStore, HISTORY_EVENTS};
 pub use error::StoreError;
 pub use etcd::{EtcdConfig, EtcdStore, MAX_VALUE_BYTES};
 pub use open::{
-    check_listen_addr, normalize_prefix, open_store, process_vars, SettingsError, StoreSettings,
-    DEFAULT_DATA_DIR, DEFAULT_ETCD_PREFIX,
+    normalize_prefix, open_store, StoreSettings, DEFAULT_DATA_DIR, DEFAULT_ETCD_PREFIX,
 };

@@ -6,7 +6,7 @@ fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
 
 fn invalid_var(pairs: &[(&str, &str)]) -> &'static str {
     match parse(pairs) {
-        Err(ConfigError::Invalid { var, .. }) => var,
+        Err(ConfigError::Invalid(InvalidVar { var, .. })) => var,
         other => panic!("expected an invalid variable, got {other:?}"),
     }
 }
@@ -56,6 +56,27 @@ fn empty_values_count_as_unset() {
     assert!(config.store.etcd_endpoints.is_empty());
     assert_eq!(config.listen_addr, DEFAULT_LISTEN_ADDR);
     assert_eq!(config.auth, AuthConfig::Disabled);
+}
+
+#[test]
+fn whitespace_only_values_count_as_unset_and_values_are_trimmed() {
+    let config = parse(&[
+        ("BOIFI_LISTEN_ADDR", "  "),
+        ("BOIFI_AUTH_DISABLED", " true "),
+        ("BOIFI_TOKENS_FILE", " \t"),
+    ])
+    .unwrap();
+    assert_eq!(config.listen_addr, DEFAULT_LISTEN_ADDR);
+    assert_eq!(config.auth, AuthConfig::Disabled);
+    let config = parse(&[("BOIFI_TOKENS_FILE", " /etc/boifi/tokens\n")]).unwrap();
+    assert_eq!(
+        config.auth,
+        AuthConfig::TokensFile("/etc/boifi/tokens".into())
+    );
+    assert_eq!(
+        parse(&[("BOIFI_AUTH_DISABLED", " ")]),
+        Err(ConfigError::NoTokens)
+    );
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! `/v1/policies`: list, get, create or replace, delete.
 //!
-//! Writes read the body as bytes so [`parse_policy`] can name unknown fields and type errors
-//! by path; then [`compile`] checks every rule. The server stamps `status` (times, expiry);
-//! reads fill in the store revision and mark expired rules.
+//! Writes read the body as bytes and hand them to [`ValidPolicy::parse`], which names unknown
+//! fields, type errors and rule problems by path in one answer; only a [`ValidPolicy`] can be
+//! stored. The server stamps `status` (times, expiry); reads fill in the store revision and
+//! mark expired rules.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +11,7 @@ use std::pin::Pin;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web::{self, Bytes};
 use actix_web::{dev::Payload, error::PayloadError, FromRequest, HttpRequest, HttpResponse};
-use boifi_policy::{compile, parse_policy, status, Policy, ValidationErrors};
+use boifi_policy::{status, Format, Policy, ValidPolicy};
 use boifi_store::{Precondition, Revision, StoreError, StoredPolicy};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -211,10 +212,10 @@ pub async fn delete_policy(
 /// Stamp and store `policy`, keeping `created_at` of the policy it replaces.
 async fn write(
     state: &AppState,
-    mut policy: Policy,
+    mut policy: ValidPolicy,
     precondition: Option<Precondition>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = policy.metadata.name.clone();
+    let name = policy.name().to_owned();
     let metrics = &state.metrics;
     for attempt in 1..=WRITE_ATTEMPTS {
         let existing = metrics.store_result("get", state.store.get(&name).await)?;
@@ -230,7 +231,7 @@ async fn write(
             (None, None) => Precondition::Absent,
         };
         let now = state.clock.now_ms();
-        status::stamp(&mut policy, now, created_at);
+        policy.stamp(now, created_at);
         match metrics.store_result("put", state.store.put(&policy, effective).await) {
             Ok(outcome) => {
                 if outcome.created {
@@ -245,7 +246,7 @@ async fn write(
                     HttpResponse::Ok()
                 };
                 res.insert_header((header::ETAG, etag(outcome.revision)));
-                return Ok(res.json(for_output(policy, outcome.revision, now)));
+                return Ok(res.json(for_output(policy.into(), outcome.revision, now)));
             }
             Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
             Err(err) => return Err(err.into()),
@@ -257,40 +258,10 @@ async fn write(
     ))
 }
 
-/// Parse and check a policy body, collecting every problem: unknown fields and type errors
-/// from the strict parse, rule problems from `compile`, and a name that differs from the
-/// path.
-pub fn validate(body: &[u8], path_name: Option<&str>) -> Result<Policy, ApiError> {
-    let (policy, mut errors) = match parse_policy(body) {
-        Ok(policy) => (Some(policy), ValidationErrors::default()),
-        // Unknown fields alone still leave a well-typed policy: parse it leniently so the
-        // same 400 also lists what `compile` finds.
-        Err(errors) => (serde_json::from_slice::<Policy>(body).ok(), errors),
-    };
-    if let Some(policy) = &policy {
-        if let Err(found) = compile(policy) {
-            for e in found.errors {
-                if !errors.errors.contains(&e) {
-                    errors.errors.push(e);
-                }
-            }
-        }
-        if let Some(path_name) = path_name {
-            if policy.metadata.name != path_name {
-                errors.push(
-                    "metadata.name",
-                    format!(
-                        "must equal the name in the path, \"{}\"",
-                        path_name.escape_default()
-                    ),
-                );
-            }
-        }
-    }
-    match policy {
-        Some(policy) if errors.is_empty() => Ok(policy),
-        _ => Err(ApiError::invalid_policy(errors)),
-    }
+/// Parse and check a policy body ([`ValidPolicy::parse`]): every problem, each with its field
+/// path, in one 400.
+pub fn validate(body: &[u8], path_name: Option<&str>) -> Result<ValidPolicy, ApiError> {
+    ValidPolicy::parse(body, Format::Json, path_name).map_err(ApiError::invalid_policy)
 }
 
 /// The optimistic-concurrency headers of a write: `If-Match: <revision>` (quotes optional)

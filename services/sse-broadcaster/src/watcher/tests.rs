@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use boifi_policy::Policy;
+use boifi_policy::{Policy, ValidPolicy};
 use boifi_store::{Change, ManualClock, Precondition, PutOutcome, StoredPolicy, SystemClock};
 use prometheus::Registry;
 use tokio::sync::{broadcast, mpsc};
@@ -115,14 +115,14 @@ impl PolicyStore for FakeStore {
         })
     }
 
-    async fn put(&self, policy: &Policy, _: Precondition) -> Result<PutOutcome, StoreError> {
+    async fn put(&self, policy: &ValidPolicy, _: Precondition) -> Result<PutOutcome, StoreError> {
         let created = !self
             .inner
             .lock()
             .unwrap()
             .policies
-            .contains_key(&policy.metadata.name);
-        let revision = self.put_policy(policy.clone());
+            .contains_key(policy.name());
+        let revision = self.put_policy(policy.policy().clone());
         Ok(PutOutcome { revision, created })
     }
 

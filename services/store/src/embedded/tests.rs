@@ -3,18 +3,20 @@
 
 use std::time::Duration;
 
+use boifi_policy::Policy;
 use futures::StreamExt;
 
 use super::*;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-fn policy(name: &str, version: &str) -> Policy {
-    serde_json::from_value(serde_json::json!({
+fn policy(name: &str, version: &str) -> ValidPolicy {
+    let policy: Policy = serde_json::from_value(serde_json::json!({
         "metadata": { "name": name, "version": version },
         "spec": { "rules": [ { "fault": { "abort": { "httpStatus": 503 } } } ] }
     }))
-    .unwrap()
+    .unwrap();
+    ValidPolicy::try_from(policy).unwrap()
 }
 
 async fn next(stream: &mut WatchStream) -> Result<WatchEvent, StoreError> {

@@ -124,11 +124,11 @@ fn output_carries_the_store_revision_and_expiry() {
         None,
     )
     .unwrap();
-    status::stamp(&mut policy, 1_000, None);
-    let fresh = for_output(policy.clone(), 9, 5_000);
+    policy.stamp(1_000, None);
+    let fresh = for_output(policy.clone().into(), 9, 5_000);
     let status = fresh.status.unwrap();
     assert_eq!(status.revision, 9);
     assert!(!status.rules[0].expired);
-    let old = for_output(policy, 9, 11_000);
+    let old = for_output(policy.into(), 9, 11_000);
     assert!(old.status.unwrap().rules[0].expired);
 }
