@@ -15,6 +15,9 @@
 //!   ([`CompiledRule::is_active`]) and unbiased sampling ([`CompiledFault::sample`]: once per
 //!   request and rule, by the caller). Regexes use `regex-lite` syntax, ASCII classes as in RE2,
 //!   anchored to the whole value.
+//! - [`sampling`]: the draw of request-keyed sampling, a pure function of `x-request-id`,
+//!   policy and rule (`spec.sampling: request`, the default).
+//! - [`grpc`]: gRPC status names and the HTTP/gRPC status mappings of `abort`.
 //! - [`limits`]: every bound [`compile`] and [`parse_policy`] enforce.
 //! - [`status`]: the read-only `status` the server stamps on write and refreshes on read.
 //!
@@ -24,9 +27,11 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod grpc;
 pub mod limits;
 mod matching;
 mod parse;
+pub mod sampling;
 pub mod status;
 pub mod types;
 mod valid;

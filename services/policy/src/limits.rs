@@ -27,3 +27,5 @@ pub const MAX_DURATION_SECONDS: u64 = 30 * 24 * 3600;
 pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
 /// Unknown fields listed by [`crate::parse_policy`]; the rest are counted in one more error.
 pub const MAX_REPORTED_UNKNOWN_FIELDS: usize = 64;
+/// `spec.max_held_requests`: requests one policy may hold at once in one sidecar.
+pub const MAX_HELD_REQUESTS: u32 = 100_000;

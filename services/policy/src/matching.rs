@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::Selector;
+use crate::{Sampling, Selector};
 
 /// The identity of the workload a sidecar serves (from Envoy node metadata).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,6 +110,8 @@ pub struct CompiledPolicy {
     pub(crate) version: Option<String>,
     pub(crate) selector: Selector,
     pub(crate) rules: Vec<CompiledRule>,
+    pub(crate) sampling: Sampling,
+    pub(crate) max_held_requests: Option<u32>,
 }
 
 impl CompiledPolicy {
@@ -124,6 +126,16 @@ impl CompiledPolicy {
 
     pub fn selector(&self) -> &Selector {
         &self.selector
+    }
+
+    /// How the rules' percentages are drawn (`spec.sampling`).
+    pub fn sampling(&self) -> Sampling {
+        self.sampling
+    }
+
+    /// `spec.max_held_requests`: this policy's own cap on requests held by its delays.
+    pub fn max_held_requests(&self) -> Option<u32> {
+        self.max_held_requests
     }
 
     /// In the policy's order; the first rule that matches and is sampled decides.
@@ -290,14 +302,20 @@ impl CompiledFault {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledAbort {
     pub(crate) status: u16,
+    pub(crate) grpc_status: u8,
     pub(crate) body: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
 }
 
 impl CompiledAbort {
-    /// HTTP status, 200-599.
+    /// HTTP status, 200-599, for HTTP requests (`httpStatus`, or derived from `grpcStatus`).
     pub fn status(&self) -> u16 {
         self.status
+    }
+
+    /// gRPC status code, 1-16, for gRPC requests (`grpcStatus`, or derived from `httpStatus`).
+    pub fn grpc_status(&self) -> u8 {
+        self.grpc_status
     }
 
     pub fn body(&self) -> Option<&str> {

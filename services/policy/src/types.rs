@@ -1,7 +1,8 @@
 //! Wire types of a policy, as users write them (JSON, or YAML converted to JSON).
 //!
 //! Field names follow the existing BOIFI format so existing policies load: `httpStatus` (alias
-//! `http_status`), `fixed_delay_ms`, `start_delay_ms`, `duration_seconds`. These structs accept
+//! `http_status`), `fixed_delay_ms`, `start_delay_ms`, `duration_seconds`; `grpcStatus` as in
+//! Istio's VirtualService abort. These structs accept
 //! anything that is well-typed; `crate::validate` turns them into checked, compiled policies.
 
 use std::collections::BTreeMap;
@@ -37,6 +38,27 @@ pub struct PolicySpec {
     pub selector: Selector,
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// How each rule's `percentage` is drawn. Default `request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
+    /// At most this many requests held by this policy's delays at once in one sidecar; past
+    /// it requests pass undelayed. Default: the plugin's `max_held_requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100000))]
+    pub max_held_requests: Option<u32>,
+}
+
+/// How a rule's percentage is drawn for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Sampling {
+    /// One decision per request, keyed by its `x-request-id`: every retry of a faulted request
+    /// is faulted again, on any replica, so the caller sees the declared share.
+    #[default]
+    Request,
+    /// Each attempt drawn on its own, retries included (the caller sees a smaller share).
+    Attempt,
 }
 
 /// Which workloads a policy applies to. Omitted, empty or `"*"` fields match any workload.
@@ -127,10 +149,25 @@ pub struct DelayFault {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AbortFault {
-    /// 200-599.
-    #[serde(rename = "httpStatus", alias = "http_status")]
+    /// 200-599. At least one of `httpStatus` and `grpcStatus`; the one missing is derived from
+    /// the other (gRPC's status mapping).
+    #[serde(
+        rename = "httpStatus",
+        alias = "http_status",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 200, maximum = 599))]
-    pub http_status: u16,
+    pub http_status: Option<u16>,
+    /// The gRPC status code gRPC requests are aborted with, by name as in Istio
+    /// (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, ...).
+    #[serde(
+        rename = "grpcStatus",
+        alias = "grpc_status",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub grpc_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -5,6 +5,7 @@
 
 use regex_lite::{Regex, RegexBuilder};
 
+use crate::grpc;
 use crate::limits::*;
 use crate::matching::{HeaderMatcher, StringMatcher};
 use crate::{
@@ -33,6 +34,14 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, ValidationErrors> {
             ),
         );
     }
+    if let Some(max) = policy.spec.max_held_requests {
+        if !(1..=MAX_HELD_REQUESTS).contains(&max) {
+            errors.push(
+                "spec.max_held_requests",
+                format!("must be from 1 to {MAX_HELD_REQUESTS}, got {max}"),
+            );
+        }
+    }
     let mut compiled = Vec::with_capacity(rules.len().min(MAX_RULES));
     // Checking rules past the limit would only add work (regex compilation) and noise.
     for (i, rule) in rules.iter().take(MAX_RULES).enumerate() {
@@ -55,6 +64,8 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, ValidationErrors> {
         version: policy.metadata.version.clone(),
         selector: policy.spec.selector.clone(),
         rules: compiled,
+        sampling: policy.spec.sampling.unwrap_or_default(),
+        max_held_requests: policy.spec.max_held_requests,
     })
 }
 
@@ -305,13 +316,32 @@ fn compile_abort(
     errors: &mut ValidationErrors,
 ) -> Option<CompiledAbort> {
     let before = errors.errors.len();
-    if !(MIN_HTTP_STATUS..=MAX_HTTP_STATUS).contains(&abort.http_status) {
+    if let Some(status) = abort.http_status {
+        if !(MIN_HTTP_STATUS..=MAX_HTTP_STATUS).contains(&status) {
+            errors.push(
+                format!("{field}.httpStatus"),
+                format!("must be from {MIN_HTTP_STATUS} to {MAX_HTTP_STATUS}, got {status}"),
+            );
+        }
+    }
+    let grpc_code = abort.grpc_status.as_deref().and_then(|name| {
+        let code = grpc::code_of(name);
+        if code.is_none() {
+            let known: Vec<&str> = grpc::names().collect();
+            errors.push(
+                format!("{field}.grpcStatus"),
+                format!(
+                    "must be a gRPC error code name, one of {}; got {name:?}",
+                    known.join(", ")
+                ),
+            );
+        }
+        code
+    });
+    if abort.http_status.is_none() && abort.grpc_status.is_none() {
         errors.push(
-            format!("{field}.httpStatus"),
-            format!(
-                "must be from {MIN_HTTP_STATUS} to {MAX_HTTP_STATUS}, got {}",
-                abort.http_status
-            ),
+            field,
+            "at least one of httpStatus, grpcStatus must be given",
         );
     }
     if let Some(body) = &abort.body {
@@ -343,7 +373,11 @@ fn compile_abort(
         }
     }
     (errors.errors.len() == before).then(|| CompiledAbort {
-        status: abort.http_status,
+        // Each side derived from the other when only one is given.
+        status: abort
+            .http_status
+            .unwrap_or_else(|| grpc::to_http(grpc_code.unwrap_or(2))),
+        grpc_status: grpc_code.unwrap_or_else(|| grpc::from_http(abort.http_status.unwrap_or(500))),
         body: abort.body.clone(),
         headers: abort
             .headers

@@ -11,7 +11,8 @@ pub(crate) fn policy(name: &str, service: &str, expiries: &[Option<u64>]) -> Pol
         matches: Default::default(),
         fault: Fault {
             abort: Some(AbortFault {
-                http_status: 503,
+                http_status: Some(503),
+                grpc_status: None,
                 body: None,
                 headers: Default::default(),
             }),
@@ -30,6 +31,7 @@ pub(crate) fn policy(name: &str, service: &str, expiries: &[Option<u64>]) -> Pol
                 labels: Default::default(),
             },
             rules: expiries.iter().map(|_| rule.clone()).collect(),
+            ..Default::default()
         },
         status: Some(PolicyStatus {
             rules: expiries

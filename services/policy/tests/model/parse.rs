@@ -12,7 +12,7 @@ fn existing_format_loads_and_compiles() {
     assert_eq!(fault.duration_seconds, 300);
     assert_eq!(fault.delay.as_ref().unwrap().fixed_delay_ms, 200);
     let abort = fault.abort.as_ref().unwrap();
-    assert_eq!(abort.http_status, 503);
+    assert_eq!(abort.http_status, Some(503));
     assert_eq!(abort.headers["x-k"], "v");
     compile(&policy).expect("valid");
 }
@@ -21,7 +21,7 @@ fn existing_format_loads_and_compiles() {
 fn http_status_alias_loads_and_status_is_dropped() {
     let policy = parse_policy(EXISTING_FORMAT_HTTP_STATUS.as_bytes()).expect("parses");
     let abort = policy.spec.rules[0].fault.abort.as_ref().unwrap();
-    assert_eq!(abort.http_status, 429);
+    assert_eq!(abort.http_status, Some(429));
     assert_eq!(policy.spec.rules[0].fault.start_delay_ms, 1500);
     assert_eq!(policy.status, None, "client-sent status is read-only");
     compile(&policy).expect("valid");

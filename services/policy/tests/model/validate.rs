@@ -204,6 +204,24 @@ fn cases() -> Vec<Case> {
             good: vec![json!(200), json!(599)],
         },
         Case {
+            rule: "abort gRPC status is an error code by name, as in Istio",
+            pointer: "/spec/rules/0/fault/abort/grpcStatus",
+            field: "spec.rules[0].fault.abort.grpcStatus",
+            bad: vec![json!("OK"), json!("unavailable"), json!("14"), json!("")],
+            good: vec![
+                json!("UNAVAILABLE"),
+                json!("DEADLINE_EXCEEDED"),
+                json!("INTERNAL"),
+            ],
+        },
+        Case {
+            rule: "a policy's cap on held requests is 1-100000",
+            pointer: "/spec/max_held_requests",
+            field: "spec.max_held_requests",
+            bad: vec![json!(0), json!(MAX_HELD_REQUESTS + 1)],
+            good: vec![json!(1), json!(MAX_HELD_REQUESTS)],
+        },
+        Case {
             rule: "abort body is bounded",
             pointer: "/spec/rules/0/fault/abort/body",
             field: "spec.rules[0].fault.abort.body",
@@ -450,4 +468,51 @@ fn rules_past_the_limit_are_not_checked() {
     let errors = check(&doc).unwrap_err();
     assert_eq!(fields(&errors), ["spec.rules"]);
     assert!(errors.errors[0].message.contains("not checked"), "{errors}");
+}
+
+#[test]
+fn abort_needs_a_status_and_derives_the_other_one() {
+    let mut doc = example();
+    remove(&mut doc, "/spec/rules/0/fault/abort/httpStatus");
+    let errors = check(&doc).expect_err("no status");
+    assert_eq!(fields(&errors), ["spec.rules[0].fault.abort"]);
+    assert!(errors.errors[0].message.contains("httpStatus, grpcStatus"));
+
+    set(
+        &mut doc,
+        "/spec/rules/0/fault/abort/grpcStatus",
+        json!("DEADLINE_EXCEEDED"),
+    );
+    let policy = check(&doc).expect("gRPC status alone");
+    let abort = policy.rules()[0].fault().abort().expect("abort");
+    assert_eq!((abort.status(), abort.grpc_status()), (504, 4));
+
+    remove(&mut doc, "/spec/rules/0/fault/abort/grpcStatus");
+    set(&mut doc, "/spec/rules/0/fault/abort/httpStatus", json!(503));
+    let policy = check(&doc).expect("HTTP status alone");
+    let abort = policy.rules()[0].fault().abort().expect("abort");
+    assert_eq!((abort.status(), abort.grpc_status()), (503, 14));
+
+    set(
+        &mut doc,
+        "/spec/rules/0/fault/abort/grpcStatus",
+        json!("NOT_FOUND"),
+    );
+    let policy = check(&doc).expect("both");
+    let abort = policy.rules()[0].fault().abort().expect("abort");
+    assert_eq!((abort.status(), abort.grpc_status()), (503, 5));
+}
+
+#[test]
+fn sampling_defaults_to_request_and_is_checked() {
+    use boifi_policy::Sampling;
+    let mut doc = example();
+    assert_eq!(check(&doc).expect("valid").sampling(), Sampling::Request);
+    set(&mut doc, "/spec/sampling", json!("attempt"));
+    let policy = check(&doc).expect("attempt");
+    assert_eq!(policy.sampling(), Sampling::Attempt);
+    assert_eq!(policy.max_held_requests(), None);
+    set(&mut doc, "/spec/sampling", json!("per-request"));
+    let errors = check(&doc).expect_err("unknown mode");
+    assert_eq!(fields(&errors), ["spec.sampling"]);
 }
