@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Build the Wasm plugin (wasm/plugin) for wasm32-unknown-unknown in release, shrink it with
 # wasm-opt, and write ONE file: target/plugin/boifi_plugin.wasm. Prints its size and fails when
-# it is over the 300 KB budget. Needs scripts/install-deps.sh (wasm32 target, binaryen).
+# it is over the 400 KB budget (raised from 300 KB for request-keyed sampling, gRPC aborts and
+# the cap on held requests; wasm/plugin/README.md shows what each part costs). Needs scripts/install-deps.sh (wasm32 target, binaryen).
 set -euo pipefail
 # shellcheck source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
 cd "$BOIFI_ROOT"
 
-BUDGET_BYTES=300000
+BUDGET_BYTES=400000
 OUT_DIR="$BOIFI_ROOT/target/plugin"
 OUT="$OUT_DIR/boifi_plugin.wasm"
 

@@ -6,8 +6,18 @@
 //! decides. Each rule gets at most one draw per request, and the draw is never repeated later
 //! (after a delay, say), so the share of faulted requests is exactly the configured one.
 //! Selectors are applied once, when a policy set is built for this workload, not per request.
+//!
+//! Draws come from a [`Sampler`]: for a policy sampling by request (the default) the draw is a
+//! function of the request's `x-request-id` ([`boifi_policy::sampling`]), so every retry of a
+//! request gets the same answer on every replica; without that header, and for `attempt`
+//! sampling, from the VM's random numbers.
 
-use boifi_policy::{CompiledAbort, CompiledFault, CompiledPolicy, RequestLookup, Workload};
+use std::cell::Cell;
+
+use boifi_policy::sampling::request_draw;
+use boifi_policy::{
+    CompiledAbort, CompiledFault, CompiledPolicy, RequestLookup, Sampling, Workload,
+};
 
 use crate::rng::Rng;
 
@@ -118,13 +128,64 @@ impl FaultPlan {
     }
 }
 
+/// The header Envoy keeps across a caller's retries and hops.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The draws of one [`decide`] call, and whether one of them lacked the request id it wanted.
+pub struct Sampler<'r, R> {
+    rng: &'r mut R,
+    missing_request_id: bool,
+}
+
+impl<'r, R: Rng> Sampler<'r, R> {
+    pub fn new(rng: &'r mut R) -> Self {
+        Sampler {
+            rng,
+            missing_request_id: false,
+        }
+    }
+
+    /// True when a policy sampling by request met a request without `x-request-id` and drew
+    /// per attempt instead (the plugin counts it).
+    pub fn missing_request_id(&self) -> bool {
+        self.missing_request_id
+    }
+
+    /// The one draw for rule `rule` of `policy` on this request.
+    fn sample(
+        &mut self,
+        request: &impl RequestLookup,
+        policy: &CompiledPolicy,
+        rule: usize,
+        fault: &CompiledFault,
+    ) -> bool {
+        // 0 % and 100 % need no draw: exact, and no header is read for them.
+        let percentage = fault.percentage();
+        if percentage >= 100.0 || percentage <= 0.0 {
+            return percentage >= 100.0;
+        }
+        if policy.sampling() == Sampling::Request {
+            let draw = Cell::new(None);
+            request.any_header_value(REQUEST_ID, &|id| {
+                draw.set(Some(request_draw(id, policy.name(), rule)));
+                true
+            });
+            match draw.get() {
+                Some(draw) => return fault.sample(draw),
+                None => self.missing_request_id = true,
+            }
+        }
+        fault.sample(self.rng.next_u64())
+    }
+}
+
 /// Decides for one request at `now_ms` (Unix ms; expiry times are the server's). `request` is
 /// read only as far as the rules get (see [`crate::request`]).
 pub fn decide(
     request: &impl RequestLookup,
     set: &PolicySet,
     now_ms: u64,
-    rng: &mut impl Rng,
+    sampler: &mut Sampler<'_, impl Rng>,
 ) -> Decision {
     // Halted: the kill switch stops every fault at once, whatever the rules say.
     if set.halted {
@@ -142,7 +203,7 @@ pub fn decide(
             }
             let fault = rule.fault();
             // Not sampled: the one draw for this rule and request said no; later rules may act.
-            if !fault.sample(rng.next_u64()) {
+            if !sampler.sample(request, policy, rule_index, fault) {
                 continue;
             }
             return Decision::Fault(FaultPlan {

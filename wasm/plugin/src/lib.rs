@@ -43,7 +43,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::config::PluginConfig;
-use crate::decide::{decide, Decision, FaultPlan, PolicySet};
+use crate::decide::{decide, Decision, FaultPlan, PolicySet, Sampler};
 use crate::holds::{tick_period_ms, Holds};
 use crate::metrics::{FaultType, Kind, Registry};
 use crate::request::LazyRequest;
@@ -500,7 +500,11 @@ impl Request {
         };
         // Headers are fetched one by one as rules ask for them, not as a whole map.
         let request = LazyRequest::new(host::RequestHeaders, set.header_names());
-        let decision = decide(&request, &set, now_ns / NS_PER_MS, &mut vm.rng);
+        let mut sampler = Sampler::new(&mut vm.rng);
+        let decision = decide(&request, &set, now_ns / NS_PER_MS, &mut sampler);
+        if sampler.missing_request_id() {
+            vm.count(metrics::NO_REQUEST_ID, 1);
+        }
         // A rule saw a value the host failed to give: the decision may be wrong, pass.
         if request.failed() {
             vm.count(metrics::FAIL_OPEN, 1);

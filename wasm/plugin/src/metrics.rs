@@ -29,6 +29,8 @@ pub const CONFIG_UPDATES: &str = "boifi_config_updates";
 pub const CONFIG_FETCH_FAILURES: &str = "boifi_config_fetch_failures";
 /// Policies of a snapshot the plugin could not use (skipped; the others apply).
 pub const POLICIES_REJECTED: &str = "boifi_policies_rejected";
+/// Requests a policy sampling by request had to draw per attempt: no `x-request-id`.
+pub const NO_REQUEST_ID: &str = "boifi_sampled_without_request_id";
 /// Times the plugin let traffic through because it could not work: bad configuration, or a
 /// host call that failed while applying a fault.
 pub const FAIL_OPEN: &str = "boifi_fail_open";

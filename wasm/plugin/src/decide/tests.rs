@@ -54,7 +54,12 @@ const HALF: u64 = 1 << 63;
 fn empty_set_passes_without_drawing() {
     let mut draws = Draws(vec![]);
     assert_eq!(
-        decide(&get("/"), &PolicySet::default(), 0, &mut draws),
+        decide(
+            &get("/"),
+            &PolicySet::default(),
+            0,
+            &mut Sampler::new(&mut draws)
+        ),
         Decision::Pass
     );
 }
@@ -64,7 +69,7 @@ fn halted_set_passes_without_drawing() {
     let set = PolicySet::new(3, true, [abort_policy("a", 100.0)], &workload());
     assert!(set.halted());
     assert_eq!(
-        decide(&get("/"), &set, 0, &mut Draws(vec![])),
+        decide(&get("/"), &set, 0, &mut Sampler::new(&mut Draws(vec![]))),
         Decision::Pass
     );
 }
@@ -72,7 +77,12 @@ fn halted_set_passes_without_drawing() {
 #[test]
 fn abort_with_all_parts() {
     let set = set(vec![abort_policy("a", 100.0)]);
-    let decision = decide(&get("/"), &set, 0, &mut Draws(vec![u64::MAX]));
+    let decision = decide(
+        &get("/"),
+        &set,
+        0,
+        &mut Sampler::new(&mut Draws(vec![u64::MAX])),
+    );
     let Decision::Fault(plan) = decision else {
         panic!("expected a fault, got {decision:?}");
     };
@@ -101,7 +111,8 @@ fn start_delay_delay_and_abort_add_up() {
             "abort": {"httpStatus": 500, "body": "boom", "headers": {"X-K": "v"}}
         }}]}
     }))]);
-    let Decision::Fault(plan) = decide(&get("/"), &set, 0, &mut Draws(vec![0])) else {
+    let Decision::Fault(plan) = decide(&get("/"), &set, 0, &mut Sampler::new(&mut Draws(vec![0])))
+    else {
         panic!("expected a fault");
     };
     assert_eq!(
@@ -120,11 +131,21 @@ fn percentage_zero_never_and_hundred_always() {
     let always = set(vec![abort_policy("always", 100.0)]);
     for draw in [0, 1, HALF, u64::MAX - 1, u64::MAX] {
         assert_eq!(
-            decide(&get("/"), &never, 0, &mut Draws(vec![draw])),
+            decide(
+                &get("/"),
+                &never,
+                0,
+                &mut Sampler::new(&mut Draws(vec![draw]))
+            ),
             Decision::Pass
         );
         assert!(matches!(
-            decide(&get("/"), &always, 0, &mut Draws(vec![draw])),
+            decide(
+                &get("/"),
+                &always,
+                0,
+                &mut Sampler::new(&mut Draws(vec![draw]))
+            ),
             Decision::Fault(_)
         ));
     }
@@ -136,7 +157,12 @@ fn percentage_is_respected_over_many_requests() {
     let mut rng = SplitMix64::new(2024);
     let n = 100_000;
     let faults = (0..n)
-        .filter(|_| matches!(decide(&get("/"), &set, 0, &mut rng), Decision::Fault(_)))
+        .filter(|_| {
+            matches!(
+                decide(&get("/"), &set, 0, &mut Sampler::new(&mut rng)),
+                Decision::Fault(_)
+            )
+        })
         .count();
     // Expect 30000, sd = sqrt(n p (1-p)) ~ 145: 29300..30700 is about 4.8 sd.
     assert!((29_300..30_700).contains(&faults), "{faults}");
@@ -154,14 +180,16 @@ fn one_draw_per_matching_rule_and_first_sampled_rule_decides() {
     }))]);
     // First rule matches, draw says no; second does not match (no draw); third draws yes.
     let mut draws = Draws(vec![u64::MAX, 0]);
-    let Decision::Fault(plan) = decide(&get("/api/x"), &set, 0, &mut draws) else {
+    let Decision::Fault(plan) = decide(&get("/api/x"), &set, 0, &mut Sampler::new(&mut draws))
+    else {
         panic!("expected the third rule");
     };
     assert_eq!((plan.rule, plan.delay_ms, plan.abort), (2, Some(5), false));
     assert!(draws.0.is_empty());
     // First rule sampled in: one draw only.
     let mut draws = Draws(vec![0]);
-    let Decision::Fault(plan) = decide(&get("/api/x"), &set, 0, &mut draws) else {
+    let Decision::Fault(plan) = decide(&get("/api/x"), &set, 0, &mut Sampler::new(&mut draws))
+    else {
         panic!("expected the first rule");
     };
     assert_eq!(plan.rule, 0);
@@ -187,7 +215,7 @@ fn non_matching_requests_pass() {
         headers: &headers,
     };
     assert!(matches!(
-        decide(&hit, &set, 0, &mut Draws(vec![0])),
+        decide(&hit, &set, 0, &mut Sampler::new(&mut Draws(vec![0]))),
         Decision::Fault(_)
     ));
     for miss in [
@@ -209,7 +237,7 @@ fn non_matching_requests_pass() {
         },
     ] {
         assert_eq!(
-            decide(&miss, &set, 0, &mut Draws(vec![])),
+            decide(&miss, &set, 0, &mut Sampler::new(&mut Draws(vec![]))),
             Decision::Pass,
             "{miss:?}"
         );
@@ -224,11 +252,21 @@ fn expired_rules_stop_at_the_server_expiry() {
         "status": {"rules": [{"expires_at_ms": 1_000_000}]}
     }))]);
     assert!(matches!(
-        decide(&get("/"), &set, 999_999, &mut Draws(vec![0])),
+        decide(
+            &get("/"),
+            &set,
+            999_999,
+            &mut Sampler::new(&mut Draws(vec![0]))
+        ),
         Decision::Fault(_)
     ));
     assert_eq!(
-        decide(&get("/"), &set, 1_000_000, &mut Draws(vec![])),
+        decide(
+            &get("/"),
+            &set,
+            1_000_000,
+            &mut Sampler::new(&mut Draws(vec![]))
+        ),
         Decision::Pass
     );
 }
@@ -251,7 +289,8 @@ fn selector_filters_and_names_order_policies() {
     let names: Vec<&str> = set.policies().iter().map(|p| p.name()).collect();
     assert_eq!(names, ["b-by-label", "c-by-app"]);
     assert_eq!(set.revision(), 7);
-    let Decision::Fault(plan) = decide(&get("/"), &set, 0, &mut Draws(vec![0])) else {
+    let Decision::Fault(plan) = decide(&get("/"), &set, 0, &mut Sampler::new(&mut Draws(vec![0])))
+    else {
         panic!("expected a fault");
     };
     assert_eq!(set.abort(&plan).map(|a| a.status()), Some(501));
@@ -275,4 +314,74 @@ fn plan_from_another_set_finds_nothing() {
         ..plan
     };
     assert_eq!(huge.hold_ms(), u64::MAX);
+}
+
+fn with_request_id(id: &str) -> [(&str, &str); 1] {
+    [("x-request-id", id)]
+}
+
+fn sampled(set: &PolicySet, headers: &[(&str, &str)], rng: &mut impl Rng) -> bool {
+    let request = RequestView {
+        method: "GET",
+        path: "/",
+        headers,
+    };
+    matches!(
+        decide(&request, set, 0, &mut Sampler::new(rng)),
+        Decision::Fault(_)
+    )
+}
+
+#[test]
+fn request_sampling_gives_every_attempt_on_every_replica_the_same_answer() {
+    let set = set(vec![abort_policy("reviews-abort", 50.0)]);
+    // Two replicas with different random sources, three attempts each per request.
+    let mut replicas = [SplitMix64::new(1), SplitMix64::new(2)];
+    let mut faulted = 0;
+    for n in 0..2_000 {
+        let id = format!("6f1c2b7a-0d3e-4c5f-9a8b-{n:012x}");
+        let headers = with_request_id(&id);
+        let first = sampled(&set, &headers, &mut replicas[0]);
+        for attempt in 1..3 {
+            assert_eq!(sampled(&set, &headers, &mut replicas[attempt % 2]), first);
+        }
+        faulted += usize::from(first);
+    }
+    // 50 % of 2,000 within the 99.9 % binomial bound (3.29 sigma = 74).
+    assert!((faulted as i64 - 1_000).abs() < 74, "{faulted}");
+}
+
+#[test]
+fn attempt_sampling_and_requests_without_id_draw_at_random() {
+    let attempt = set(vec![policy(json!({
+        "metadata": {"name": "flaky"},
+        "spec": {"sampling": "attempt",
+                 "rules": [{"fault": {"percentage": 50, "abort": {"httpStatus": 503}}}]}
+    }))]);
+    let headers = with_request_id("6f1c2b7a-0d3e-4c5f-9a8b-000000000001");
+    // The draws decide, whatever the id says.
+    assert!(sampled(&attempt, &headers, &mut Draws(vec![0])));
+    assert!(!sampled(&attempt, &headers, &mut Draws(vec![u64::MAX])));
+
+    let by_request = set(vec![abort_policy("reviews-abort", 50.0)]);
+    let mut draws = Draws(vec![0]);
+    let mut sampler = Sampler::new(&mut draws);
+    let decision = decide(&get("/"), &by_request, 0, &mut sampler);
+    assert!(matches!(decision, Decision::Fault(_)));
+    assert!(sampler.missing_request_id());
+}
+
+#[test]
+fn zero_and_hundred_percent_need_no_draw() {
+    // Draws(vec![]) panics on any draw.
+    let always = set(vec![abort_policy("always", 100.0)]);
+    let never = set(vec![abort_policy("never", 0.0)]);
+    let mut sampler_draws = Draws(vec![]);
+    let mut sampler = Sampler::new(&mut sampler_draws);
+    assert!(matches!(
+        decide(&get("/"), &always, 0, &mut sampler),
+        Decision::Fault(_)
+    ));
+    assert_eq!(decide(&get("/"), &never, 0, &mut sampler), Decision::Pass);
+    assert!(!sampler.missing_request_id());
 }

@@ -5,7 +5,7 @@ use boifi_policy::{compile, Policy, Workload};
 use serde_json::json;
 
 use super::*;
-use crate::decide::{decide, Decision, PolicySet};
+use crate::decide::{decide, Decision, PolicySet, Sampler};
 use crate::rng::SplitMix64;
 
 const WHOLE_MAP: &str = "<whole map>";
@@ -175,7 +175,10 @@ fn a_hundred_rules_that_miss_on_the_path_read_the_path_only() {
     let fake = Fake::new(&[(":method", "GET"), (":path", "/bench"), ("x-user", "bench")]);
     let request = LazyRequest::new(&fake, set.header_names());
     let mut rng = SplitMix64::new(1);
-    assert_eq!(decide(&request, &set, 0, &mut rng), Decision::Pass);
+    assert_eq!(
+        decide(&request, &set, 0, &mut Sampler::new(&mut rng)),
+        Decision::Pass
+    );
     assert_eq!(*fake.calls.borrow(), [":path"]);
 }
 
@@ -190,7 +193,7 @@ fn a_rule_that_gets_to_its_header_reads_that_header() {
     ]);
     let request = LazyRequest::new(&fake, set.header_names());
     let mut rng = SplitMix64::new(1);
-    let Decision::Fault(plan) = decide(&request, &set, 0, &mut rng) else {
+    let Decision::Fault(plan) = decide(&request, &set, 0, &mut Sampler::new(&mut rng)) else {
         panic!("the second x-user value matches policy p-042");
     };
     assert_eq!(set.policy(&plan).map(|p| p.name()), Some("p-042"));
