@@ -19,6 +19,10 @@
 //!   checked against `sha256`; when that fails, `FAIL_OPEN` gets an allow-all RBAC filter in
 //!   its place and `FAIL_CLOSE` gets nothing (the agent NACKs).
 //! - [`outbound_cluster`]: the name of a sidecar's outbound cluster for a service port.
+//! - [`caller_bootstrap`]: a calling workload's sidecar: an outbound route to a service's
+//!   replicas with istiod's default retry policy (`pilot/pkg/networking/core/route/retry/
+//!   retry.go`: 2 retries on `connect-failure,refused-stream,unavailable,cancelled,
+//!   retriable-status-codes` with 503 retriable through 1.23, other hosts first).
 //!
 //! Envoy reads the ECDS resource from a file (a `path_config_source`) instead of istiod's ADS
 //! stream; the resource is the same.
@@ -52,6 +56,69 @@ pub fn stats_config() -> Value {
 /// it: `outbound|<port>||<host>`.
 pub fn outbound_cluster(port: u16, host: &str) -> String {
     format!("outbound|{port}||{host}")
+}
+
+/// The sidecar of a workload calling `service` (an FQDN) on port 8080, whose replicas listen on
+/// `replicas` (loopback ports): one listener on `listen` routing to the outbound cluster with
+/// istiod's default retry policy as it was through Istio 1.23 (1.24 dropped 503 from it by
+/// default: `EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY`), round robin over the replicas.
+pub fn caller_bootstrap(
+    caller: &Pod,
+    service: &str,
+    replicas: &[u16],
+    listen: u16,
+    admin: u16,
+) -> Value {
+    let cluster = outbound_cluster(8080, service);
+    let endpoints: Vec<Value> = replicas
+        .iter()
+        .map(|port| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}))
+        .collect();
+    let retry_policy = json!({
+        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        "num_retries": 2,
+        "retriable_status_codes": [503],
+        "retry_host_predicate": [{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}
+        }],
+        "host_selection_retry_max_attempts": 5
+    });
+    let route_config = json!({"name": "8080", "virtual_hosts": [{
+        "name": format!("{service}:8080"), "domains": ["*"],
+        // Istio sets this on outbound virtual hosts; the callee sees 1, 2, 3.
+        "include_request_attempt_count": true,
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "retry_policy": retry_policy}}]
+    }]});
+    json!({
+        "node": caller.node(),
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "stats_config": stats_config(),
+        "static_resources": {
+            "listeners": [{
+                "name": "virtualOutbound",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "outbound_0.0.0.0_8080",
+                        "route_config": route_config,
+                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+                    }
+                }]}]
+            }],
+            "clusters": [{
+                "name": cluster,
+                "alt_stat_name": format!("{cluster};"),
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "lb_policy": "ROUND_ROBIN",
+                "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": endpoints}]}
+            }]
+        }
+    })
 }
 
 /// A pod of a Deployment with an injected sidecar.
