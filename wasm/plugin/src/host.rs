@@ -74,6 +74,47 @@ pub fn send_http_response(status: u16, headers: Vec<(&str, &str)>, body: Option<
     hostcalls::send_http_response(u32::from(status), headers, body).is_ok()
 }
 
+/// A gRPC trailers-only reply: HTTP 200 with `grpc-status: code`, `grpc-message` and `headers`.
+/// The one wrapper that can panic: the SDK's `send_grpc_response` unwraps the host's answer
+/// (and proxy-wasm 0.2 offers no other way to pass a gRPC status). A host that refuses a local
+/// reply would crash this VM, and Envoy's fail-open policy then lets traffic through.
+pub fn send_grpc_response(code: u8, message: Option<&str>, headers: Vec<(&str, &str)>) -> bool {
+    use proxy_wasm::types::GrpcStatusCode as Code;
+    let code = match code {
+        1 => Code::Cancelled,
+        3 => Code::InvalidArgument,
+        4 => Code::DeadlineExceeded,
+        5 => Code::NotFound,
+        6 => Code::AlreadyExists,
+        7 => Code::PermissionDenied,
+        8 => Code::ResourceExhausted,
+        9 => Code::FailedPrecondition,
+        10 => Code::Aborted,
+        11 => Code::OutOfRange,
+        12 => Code::Unimplemented,
+        13 => Code::Internal,
+        14 => Code::Unavailable,
+        15 => Code::DataLoss,
+        16 => Code::Unauthenticated,
+        _ => Code::Unknown,
+    };
+    let metadata = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+    hostcalls::send_grpc_response(code, message, metadata).is_ok()
+}
+
+/// Whether the current request is gRPC (`content-type: application/grpc[+...]`, not gRPC-Web),
+/// as Envoy decides it for its own local replies.
+pub fn is_grpc_request() -> bool {
+    let Ok(Some(value)) =
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, "content-type")
+    else {
+        return false;
+    };
+    let value = lossy_utf8(value).to_ascii_lowercase();
+    value == "application/grpc"
+        || (value.starts_with("application/grpc+") || value.starts_with("application/grpc;"))
+}
+
 pub fn dispatch_get(
     cluster: &str,
     authority: &str,

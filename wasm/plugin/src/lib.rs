@@ -350,6 +350,12 @@ fn send_abort(set: &PolicySet, plan: &FaultPlan) -> bool {
         .filter(|(n, _)| *n != FAULT_HEADER)
         .collect();
     headers.push((FAULT_HEADER, policy.name()));
+    // gRPC clients expect a trailers-only 200 with grpc-status, whatever proxy sits between;
+    // an HTTP status would read as a protocol error (and older Envoys mangle it). An abort
+    // with only httpStatus sends gRPC's mapping of it (503 -> UNAVAILABLE).
+    if host::is_grpc_request() {
+        return host::send_grpc_response(abort.grpc_status(), abort.body(), headers);
+    }
     host::send_http_response(abort.status(), headers, abort.body().map(str::as_bytes))
 }
 
