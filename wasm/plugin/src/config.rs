@@ -16,6 +16,11 @@ pub const DEFAULT_STREAM_PATH: &str = "/v1/config/stream";
 pub const DEFAULT_POLL_WAIT_MS: u64 = 30_000;
 pub const DEFAULT_BACKOFF_MIN_MS: u64 = 250;
 pub const DEFAULT_BACKOFF_MAX_MS: u64 = 30_000;
+/// Requests one plugin VM (one Envoy worker) holds in delays at once; past it requests pass
+/// unfaulted. Like Envoy's `max_active_faults`, it keeps a flood from holding unbounded memory
+/// and connections.
+pub const DEFAULT_MAX_HELD_REQUESTS: u64 = 1_000;
+const MAX_MAX_HELD_REQUESTS: u64 = 100_000;
 /// How much longer than the long-poll wait a poll may take before it counts as failed.
 pub const DEFAULT_POLL_TIMEOUT_MARGIN_MS: u64 = 5_000;
 
@@ -39,10 +44,12 @@ pub struct PluginConfig {
     /// Retry delay after the first failure; doubles per failure up to `backoff_max_ms`.
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
+    /// Cap on requests held by delays in this VM (a policy's `max_held_requests` overrides it).
+    pub max_held_requests: u64,
 }
 
 /// Fields the plugin knows; anything else is reported as unknown.
-const KNOWN_FIELDS: [&str; 7] = [
+const KNOWN_FIELDS: [&str; 8] = [
     "broadcaster_cluster",
     "broadcaster_authority",
     "stream_path",
@@ -50,6 +57,7 @@ const KNOWN_FIELDS: [&str; 7] = [
     "poll_timeout_margin_ms",
     "backoff_min_ms",
     "backoff_max_ms",
+    "max_held_requests",
 ];
 
 struct RawConfig {
@@ -60,6 +68,7 @@ struct RawConfig {
     poll_timeout_margin_ms: Option<u64>,
     backoff_min_ms: Option<u64>,
     backoff_max_ms: Option<u64>,
+    max_held_requests: Option<u64>,
 }
 
 /// Why a configuration was rejected; the plugin then logs it and lets all traffic through.
@@ -112,6 +121,7 @@ pub fn parse(bytes: Option<&[u8]>) -> Result<Parsed, ConfigError> {
         poll_timeout_margin_ms: field(&fields, "poll_timeout_margin_ms", NUMBER)?,
         backoff_min_ms: field(&fields, "backoff_min_ms", NUMBER)?,
         backoff_max_ms: field(&fields, "backoff_max_ms", NUMBER)?,
+        max_held_requests: field(&fields, "max_held_requests", "a whole number")?,
     };
     Ok(Parsed {
         config: check(raw)?,
@@ -161,6 +171,13 @@ fn check(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
             format!("between backoff_min_ms ({backoff_min_ms}) and {MAX_BACKOFF_MS}"),
         ));
     }
+    let max_held_requests = raw.max_held_requests.unwrap_or(DEFAULT_MAX_HELD_REQUESTS);
+    if !(1..=MAX_MAX_HELD_REQUESTS).contains(&max_held_requests) {
+        return Err(invalid(
+            "max_held_requests",
+            format!("between 1 and {MAX_MAX_HELD_REQUESTS}"),
+        ));
+    }
     Ok(PluginConfig {
         broadcaster_cluster,
         broadcaster_authority,
@@ -169,6 +186,7 @@ fn check(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
         poll_timeout_margin_ms,
         backoff_min_ms,
         backoff_max_ms,
+        max_held_requests,
     })
 }
 
@@ -255,7 +273,8 @@ mod tests {
     #[test]
     fn every_field_can_be_set() {
         let json = r#"{"broadcaster_cluster":"c","broadcaster_authority":"a","stream_path":"/s",
-            "poll_wait_ms":1000,"poll_timeout_margin_ms":200,"backoff_min_ms":10,"backoff_max_ms":20}"#;
+            "poll_wait_ms":1000,"poll_timeout_margin_ms":200,"backoff_min_ms":10,"backoff_max_ms":20,
+            "max_held_requests":5}"#;
         let c = parse(Some(json.as_bytes())).expect("valid").config;
         assert_eq!(
             c,
@@ -267,8 +286,12 @@ mod tests {
                 poll_timeout_margin_ms: 200,
                 backoff_min_ms: 10,
                 backoff_max_ms: 20,
+                max_held_requests: 5,
             }
         );
+        let zero =
+            r#"{"broadcaster_cluster":"c","broadcaster_authority":"a","max_held_requests":0}"#;
+        assert!(parse(Some(zero.as_bytes())).is_err());
     }
 
     #[test]

@@ -80,6 +80,8 @@ struct Vm {
     set: Rc<PolicySet>,
     rng: SplitMix64,
     holds: Holds<Held>,
+    /// The configured cap on `holds` (`max_held_requests`).
+    max_held: u64,
     /// When the poller next needs a tick (due poll, or deadline of the poll in flight).
     poll_wake_ns: u64,
     /// When the armed tick fires; a hold with an earlier deadline re-arms it.
@@ -91,6 +93,15 @@ impl Vm {
     fn count(&mut self, name: &str, by: i64) {
         if let Some(id) = self.metrics.id(Kind::Counter, name) {
             host::increment_metric(id, by);
+        }
+    }
+
+    /// Moves the sidecar-wide gauge of held requests by `by` (every VM adds its own).
+    fn held_changed(&mut self, by: i64) {
+        if by != 0 {
+            if let Some(id) = self.metrics.id(Kind::Gauge, metrics::HELD_REQUESTS) {
+                host::increment_metric(id, by);
+            }
         }
     }
 
@@ -145,6 +156,7 @@ impl Root {
                 set: Rc::new(PolicySet::default()),
                 rng,
                 holds: Holds::default(),
+                max_held: crate::config::DEFAULT_MAX_HELD_REQUESTS,
                 poll_wake_ns: u64::MAX,
                 armed_wake_ns: u64::MAX,
                 metrics: Registry::new(host::define_metric as DefineMetric),
@@ -157,7 +169,12 @@ impl Root {
 
     /// Releases due holds, then sends a poll if one is due.
     fn serve_tick(&mut self, now_ns: u64) {
-        let due = self.vm.borrow_mut().holds.take_due(now_ns);
+        let due = {
+            let mut vm = self.vm.borrow_mut();
+            let due = vm.holds.take_due(now_ns);
+            vm.held_changed(-(due.len() as i64));
+            due
+        };
         release(&self.vm, due, now_ns);
         self.poll_if_due(now_ns);
         let mut vm = self.vm.borrow_mut();
@@ -300,6 +317,7 @@ impl Root {
         if halted {
             // The kill switch ends every fault now, including requests being delayed.
             let all = vm.holds.take_all();
+            vm.held_changed(-(all.len() as i64));
             drop(vm);
             let now = host::now_ns().unwrap_or(0);
             release(&self.vm, all, now);
@@ -446,10 +464,12 @@ impl RootContext for Root {
             &self.workload,
             resolved.labels_known,
         ));
+        let max_held = parsed.config.max_held_requests;
         self.config = Some(parsed.config);
         {
             let mut vm = self.vm.borrow_mut();
             vm.active = true;
+            vm.max_held = max_held;
             vm.gauge(metrics::CONFIG_REVISION, 0);
             vm.poll_wake_ns = now_ns;
             vm.rearm(now_ns);
@@ -522,6 +542,13 @@ impl Request {
         let Some(policy) = set.policy(&plan) else {
             return Action::Continue;
         };
+        // Full: past the cap (the policy's own, or the sidecar's) the request passes unfaulted,
+        // as past Envoy's max_active_faults, so a flood cannot hold unbounded requests.
+        let cap = policy.max_held_requests().map_or(vm.max_held, u64::from);
+        if plan.hold_ms() > 0 && vm.holds.len() as u64 >= cap {
+            vm.count(metrics::HELD_OVERFLOW, 1);
+            return Action::Continue;
+        }
         let name = policy.name();
         if plan.delay_ms.is_some() {
             vm.count(&metrics::faults_injected(name, FaultType::Delay), 1);
@@ -553,6 +580,7 @@ impl Request {
                 arrived_ns: now_ns,
             },
         );
+        vm.held_changed(1);
         self.held_until_ns = Some(deadline_ns);
         if deadline_ns < vm.armed_wake_ns {
             vm.rearm(now_ns);
@@ -571,7 +599,10 @@ impl Context for Request {
     fn on_done(&mut self) -> bool {
         // A request that went away while held must not be resumed later.
         if let Some(deadline) = self.held_until_ns {
-            self.vm.borrow_mut().holds.remove(self.id, deadline);
+            let mut vm = self.vm.borrow_mut();
+            if vm.holds.remove(self.id, deadline).is_some() {
+                vm.held_changed(-1);
+            }
         }
         true
     }

@@ -31,6 +31,10 @@ pub const CONFIG_FETCH_FAILURES: &str = "boifi_config_fetch_failures";
 pub const POLICIES_REJECTED: &str = "boifi_policies_rejected";
 /// Requests a policy sampling by request had to draw per attempt: no `x-request-id`.
 pub const NO_REQUEST_ID: &str = "boifi_sampled_without_request_id";
+/// Requests held by delays right now, summed over the sidecar's VMs.
+pub const HELD_REQUESTS: &str = "boifi_held_requests";
+/// Requests a delay would have held past the cap (`max_held_requests`): passed unfaulted.
+pub const HELD_OVERFLOW: &str = "boifi_held_overflow";
 /// Times the plugin let traffic through because it could not work: bad configuration, or a
 /// host call that failed while applying a fault.
 pub const FAIL_OPEN: &str = "boifi_fail_open";
