@@ -12,7 +12,8 @@
 //! - [`services`]: policy-api and the sse-broadcaster in this process on one store.
 //! - [`process`]: what every process fixture shares: output in a log file, readiness with a
 //!   deadline, stop by PID on drop, the log printed when a test fails.
-//! - [`http`]: blocking HTTP/1.1 clients (one-shot, keep-alive, Server-Sent Events).
+//! - [`http`]: blocking HTTP clients: ureq for whole requests (one-shot, keep-alive), raw
+//!   sockets for responses read a piece at a time (event streams).
 //! - [`free_port`]: a loopback port that was free a moment ago.
 //! - [`wait_until`] / [`wait_until_async`]: poll a condition until it holds or a deadline passes,
 //!   instead of sleeping and hoping.

@@ -22,7 +22,6 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -534,7 +533,7 @@ pub struct Replica {
     name: String,
     envoy: Envoy,
     upstream: Upstream,
-    client: Mutex<KeepAliveClient>,
+    client: KeepAliveClient,
 }
 
 impl Replica {
@@ -560,7 +559,7 @@ impl Replica {
             builder = builder.plugin_config(config);
         }
         let envoy = builder.start();
-        let client = Mutex::new(KeepAliveClient::new(envoy.addr(), REQUEST_TIMEOUT));
+        let client = KeepAliveClient::new(envoy.addr(), REQUEST_TIMEOUT);
         Replica {
             name,
             envoy,
@@ -590,10 +589,7 @@ impl Replica {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let body = req.body.as_deref().map(str::as_bytes);
-        self.client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .request(&req.method, &req.path, &headers, body)
+        self.client.request(&req.method, &req.path, &headers, body)
     }
 
     /// Per plugin VM (by Envoy thread), the newest revision it applied.
