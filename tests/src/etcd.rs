@@ -1,31 +1,22 @@
 //! A real etcd for tests: free loopback ports, a fresh data dir, readiness by a real HTTP
 //! health call, stop by PID.
 
-use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
+use crate::binaries::{etcd_binary, ETCD_BIN_ENV};
 use crate::free_port;
 use crate::http::http_request;
 use crate::process::{retry, Process};
-
-/// Environment variable naming the etcd binary; `etcd` on `PATH` when unset.
-pub const ETCD_BIN_ENV: &str = "BOIFI_TEST_ETCD_BIN";
 
 /// Start attempts: a port reported free can be taken by another test before etcd binds it.
 const START_ATTEMPTS: u32 = 3;
 /// Healthy in well under a second when idle; generous because tests run in parallel on 2 cores.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn etcd_binary() -> &'static OsString {
-    static BIN: OnceLock<OsString> = OnceLock::new();
-    BIN.get_or_init(|| std::env::var_os(ETCD_BIN_ENV).unwrap_or_else(|| OsString::from("etcd")))
-}
 
 /// One single-member etcd cluster on 127.0.0.1. Killed, waited for and its data dir removed
 /// on drop.
@@ -59,8 +50,8 @@ impl EtcdServer {
         })
         .unwrap_or_else(|e| {
             panic!(
-                "etcd did not start after {START_ATTEMPTS} attempts (binary {:?}; set {ETCD_BIN_ENV} to override):\n{e}",
-                etcd_binary()
+                "etcd did not start after {START_ATTEMPTS} attempts (binary {}; set {ETCD_BIN_ENV} to override):\n{e}",
+                etcd_binary().display()
             )
         })
     }

@@ -1,5 +1,8 @@
 //! Test harness shared by BOIFI's crates.
 //!
+//! - [`binaries`]: where every program under test comes from (cargo for the workspace
+//!   binaries, the plugin module, Envoy, etcd, Prometheus) and the variables that
+//!   override each.
 //! - [`EtcdServer`]: a real etcd on free loopback ports with a fresh data dir, stopped by PID
 //!   on drop; `restart` keeps ports and data.
 //! - [`envoy`]: a real Envoy with the real plugin, run as Istio runs a sidecar, and a named
@@ -23,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod binaries;
 pub mod envoy;
 mod etcd;
 pub mod http;

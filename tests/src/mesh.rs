@@ -11,30 +11,25 @@
 //!   plugin VM of every sidecar applied a revision, send requests round-robin across a
 //!   workload's replicas and count the outcomes ([`Outcomes`]).
 //!
-//! Every process is stopped by PID on drop. Binaries come from the workspace's target dir
-//! (next to the running executable; [`BIN_DIR_ENV`] overrides), which `cargo test --workspace`
-//! fills before running tests.
+//! Every process is stopped by PID on drop. The binaries come from [`crate::binaries`].
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use crate::binaries::workspace_binary;
 use crate::envoy::{Envoy, EnvoyBuilder, Upstream, UPSTREAM_HEADER};
 use crate::http::{http_request, ready, HttpResponse, KeepAliveClient};
 use crate::process::{retry, Process};
 use crate::{free_port, wait_until, EtcdServer};
 
-/// Environment variable naming the directory of the workspace binaries (`policy-api`,
-/// `sse-broadcaster`, `boifi`); by default the target dir of the running executable.
-pub const BIN_DIR_ENV: &str = "BOIFI_TEST_BIN_DIR";
 /// The header on faulted responses (the plugin's contract).
 pub const FAULT_HEADER: &str = "x-boifi-fault";
 /// Name of the policy [`Mesh::barrier`] writes; it selects every workload and matches nothing.
@@ -49,81 +44,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sidecars apply a change within milliseconds; the deadline only bounds a broken run.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// Where cargo put the workspace binaries: [`BIN_DIR_ENV`], else the directory of the running
-/// executable (`target/<profile>` for binaries, `target/<profile>/deps` for test executables).
-fn bin_dir() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
-        return Ok(PathBuf::from(dir));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
-    let mut dir = exe
-        .parent()
-        .ok_or("the current executable has no directory")?
-        .to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir.pop();
-    }
-    Ok(dir)
-}
-
-/// The sources a workspace binary is built from, to refuse a stale build.
-fn sources_of(binary: &str) -> &'static [&'static str] {
-    match binary {
-        "policy-api" => &[
-            "services/policy-api/src",
-            "services/store/src",
-            "services/policy/src",
-        ],
-        "sse-broadcaster" => &[
-            "services/sse-broadcaster/src",
-            "services/store/src",
-            "services/policy/src",
-        ],
-        _ => &[
-            "services/boifi/src",
-            "services/policy-api/src",
-            "services/sse-broadcaster/src",
-            "services/store/src",
-            "services/policy/src",
-        ],
-    }
-}
-
-/// A workspace binary, built and newer than its sources (a stale binary would test old code).
-pub fn workspace_binary(name: &str) -> Result<PathBuf, String> {
-    let dir = bin_dir()?;
-    let path = dir.join(name);
-    let hint = format!(
-        "build it first (`cargo build --bin {name}`; `cargo test --workspace` builds every \
-         binary) or set {BIN_DIR_ENV}"
-    );
-    let built = fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .map_err(|e| format!("{}: {e}; {hint}", path.display()))?;
-    if std::env::var_os(BIN_DIR_ENV).is_none() {
-        let root = repo_root();
-        for source in sources_of(name) {
-            if let Some((file, newest)) = crate::envoy::newest_file(&root.join(source)) {
-                if newest > built {
-                    return Err(format!(
-                        "{} is older than {}; {hint}",
-                        path.display(),
-                        file.display()
-                    ));
-                }
-            }
-        }
-    }
-    Ok(path)
-}
 
 /// Which processes make up the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

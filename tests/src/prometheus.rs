@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::binaries::{prometheus_binary, PROMETHEUS_BIN_ENV};
 use crate::free_port;
 use crate::http::http_request;
 use crate::process::{retry, Process};
-
-/// Environment variable naming the Prometheus binary; default: `prometheus` on `PATH`.
-pub const PROMETHEUS_BIN_ENV: &str = "BOIFI_TEST_PROMETHEUS_BIN";
 
 const START_ATTEMPTS: u32 = 3;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -107,8 +105,7 @@ impl PrometheusBuilder {
         let config = self
             .config()
             .unwrap_or_else(|e| panic!("Prometheus config: {e}"));
-        let binary = std::env::var_os(PROMETHEUS_BIN_ENV)
-            .map_or_else(|| PathBuf::from("prometheus"), PathBuf::from);
+        let binary = prometheus_binary();
         retry(START_ATTEMPTS, || Prometheus::launch(&binary, &config)).unwrap_or_else(|e| {
             panic!(
                 "Prometheus did not start after {START_ATTEMPTS} attempts (binary {}; scripts/install-deps.sh installs it, {PROMETHEUS_BIN_ENV} overrides):\n{e}",

@@ -29,9 +29,8 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use boifi_tests::envoy::{
-    plugin_wasm, Envoy, LaunchOptions, BROADCASTER_AUTHORITY, BROADCASTER_CLUSTER,
-};
+use boifi_tests::binaries::plugin_wasm;
+use boifi_tests::envoy::{Envoy, LaunchOptions, BROADCASTER_AUTHORITY, BROADCASTER_CLUSTER};
 use boifi_tests::http::KeepAliveClient;
 use boifi_tests::mesh::{ControlPlane, ControlPlaneKind, MeshBuilder, Req, WorkloadSpec};
 use boifi_tests::wait_until;
