@@ -6,7 +6,7 @@
 //! | `policy-api`, `sse-broadcaster`, `boifi` | `cargo build --bin NAME`, once per test process | [`BIN_DIR_ENV`] (a directory) |
 //! | the plugin module | `target/plugin/boifi_plugin.wasm` from `scripts/build-plugin.sh` | [`PLUGIN_WASM_ENV`] |
 //! | Envoy | the venv `scripts/install-deps.sh` creates | [`ENVOY_BIN_ENV`] |
-//! | etcd, Prometheus | `PATH` (Debian packages, `scripts/install-deps.sh`) | [`ETCD_BIN_ENV`], [`PROMETHEUS_BIN_ENV`] |
+//! | etcd, Prometheus, promtool | `PATH` (Debian packages, `scripts/install-deps.sh`) | [`ETCD_BIN_ENV`], [`PROMETHEUS_BIN_ENV`], [`PROMTOOL_BIN_ENV`] |
 //!
 //! Workspace binaries are never stale: cargo rebuilds what changed and reports where the
 //! executable is. The plugin is built outside cargo's view (wasm-opt shrinks it), so it is
@@ -32,6 +32,8 @@ pub const ENVOY_BIN_ENV: &str = "BOIFI_TEST_ENVOY_BIN";
 pub const ETCD_BIN_ENV: &str = "BOIFI_TEST_ETCD_BIN";
 /// The Prometheus binary.
 pub const PROMETHEUS_BIN_ENV: &str = "BOIFI_TEST_PROMETHEUS_BIN";
+/// The promtool binary.
+pub const PROMTOOL_BIN_ENV: &str = "BOIFI_TEST_PROMTOOL_BIN";
 
 /// The repository's root directory.
 pub(crate) fn repo_root() -> PathBuf {
@@ -54,6 +56,11 @@ pub fn etcd_binary() -> PathBuf {
 /// Prometheus: [`PROMETHEUS_BIN_ENV`], else `prometheus` on `PATH`.
 pub fn prometheus_binary() -> PathBuf {
     from_env_or(PROMETHEUS_BIN_ENV, "prometheus")
+}
+
+/// promtool: [`PROMTOOL_BIN_ENV`], else `promtool` on `PATH`.
+pub fn promtool_binary() -> PathBuf {
+    from_env_or(PROMTOOL_BIN_ENV, "promtool")
 }
 
 /// A workspace binary (`policy-api`, `sse-broadcaster`, `boifi`): from [`BIN_DIR_ENV`] when

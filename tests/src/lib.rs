@@ -1,7 +1,7 @@
 //! Test harness shared by BOIFI's crates.
 //!
 //! - [`binaries`]: where every program under test comes from (cargo for the workspace
-//!   binaries, the plugin module, Envoy, etcd, Prometheus) and the variables that
+//!   binaries, the plugin module, Envoy, etcd, Prometheus, promtool) and the variables that
 //!   override each.
 //! - [`EtcdServer`]: a real etcd on free loopback ports with a fresh data dir, stopped by PID
 //!   on drop; `restart` keeps ports and data.
@@ -9,7 +9,8 @@
 //!   upstream to put behind it.
 //! - [`istio`]: what pilot-agent and istiod hand a sidecar (bootstrap, stats tags, the
 //!   WasmPlugin over ECDS), reproduced from Istio's source.
-//! - [`prometheus`]: a real Prometheus scraping loopback targets, queried over its HTTP API.
+//! - [`prometheus`]: a real Prometheus scraping loopback targets, queried over its HTTP API;
+//!   [`prometheus::promtool_check_metrics`] lints a `/metrics` page.
 //! - [`mesh`]: the local mesh (control plane processes plus workloads of Envoy replicas) used by
 //!   the `mesh_*` scenarios, the `boifi-demo` binary and the `bench-plugin` benchmark.
 //! - [`services`]: policy-api and the sse-broadcaster in this process on one store.

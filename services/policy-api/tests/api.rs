@@ -3,14 +3,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::test::{self, TestRequest};
 use boifi_policy_api::{app, AppState, Auth};
 use boifi_store::{open_store, StoreSettings};
+use boifi_tests::prometheus::promtool_check_metrics;
 use common::*;
 use serde_json::{json, Value};
 
@@ -647,35 +646,7 @@ async fn metrics_count_requests_by_route_pattern_and_pass_promtool() {
         "raw path used as a label"
     );
 
-    match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(mut child) => {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "promtool check metrics failed:\n{}{}\n--- input:\n{text}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
-                "\n!!!!! SKIPPED: promtool is not installed; metric names NOT linted !!!!!\n"
-            );
-        }
-        Err(e) => panic!("running promtool: {e}"),
-    }
+    promtool_check_metrics(&text);
 }
 
 #[actix_web::test]
