@@ -11,7 +11,7 @@ use std::time::Duration;
 use boifi_tests::free_port;
 use boifi_tests::http::{agent, ready};
 use boifi_tests::process::Process;
-use common::{policy, READER, WRITER};
+use common::{policy, tokens_file, READER, WRITER};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_policy-api");
@@ -76,11 +76,7 @@ fn json_of(res: &mut ureq::http::Response<ureq::Body>) -> Value {
 fn serves_persists_across_a_kill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
-    std::fs::write(
-        &tokens,
-        format!("# test tokens\nops writer {WRITER}\ndash reader {READER}\n"),
-    )
-    .unwrap();
+    std::fs::write(&tokens, tokens_file()).unwrap();
     let env = [
         ("BOIFI_TOKENS_FILE", tokens.display().to_string()),
         (
