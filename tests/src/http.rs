@@ -93,13 +93,8 @@ pub fn call(
     body: Option<&str>,
     deadline: Instant,
 ) -> io::Result<(u16, String)> {
+    // A deadline already passed is a zero timeout, which ureq reports as a timeout.
     let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("{method} {path}: the deadline passed before the call"),
-        ));
-    }
     let headers: &[(&str, &str)] = match body {
         Some(_) => &[("content-type", "application/json")],
         None => &[],
@@ -152,10 +147,9 @@ fn send(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> io::Result<HttpResponse> {
-    let what = |e: &dyn std::fmt::Display| format!("{method} http://{addr}{path}: {e}");
-    let mut builder = ureq::http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
+    let url = format!("http://{addr}{path}");
+    let what = format!("{method} {url}");
+    let mut builder = ureq::http::Request::builder().method(method).uri(&url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
@@ -164,7 +158,7 @@ fn send(
         None => builder.body(()).map(|r| agent.run(r)),
     };
     let mut response = result
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, what(&e)))?
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}")))?
         .map_err(|e| io_error(e, &what))?;
     let headers = response
         .headers()
@@ -189,14 +183,14 @@ fn send(
 
 /// ureq's error as an `io::Error` of the right kind (timeouts stay `TimedOut`), with the request
 /// in the message.
-fn io_error(e: ureq::Error, what: &impl Fn(&dyn std::fmt::Display) -> String) -> io::Error {
+fn io_error(e: ureq::Error, what: &str) -> io::Error {
     let kind = match &e {
         ureq::Error::Io(e) => e.kind(),
         ureq::Error::Timeout(_) => io::ErrorKind::TimedOut,
         ureq::Error::ConnectionFailed => io::ErrorKind::ConnectionRefused,
         _ => io::ErrorKind::Other,
     };
-    io::Error::new(kind, what(&e))
+    io::Error::new(kind, format!("{what}: {e}"))
 }
 
 #[cfg(test)]
