@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Build the Wasm plugin (wasm/plugin) for wasm32-unknown-unknown in release, shrink it with
-# wasm-opt, and write ONE file: target/plugin/boifi_plugin.wasm. Prints its size and fails when
-# it is over the 400 KB budget (raised from 300 KB for request-keyed sampling, gRPC aborts and
-# the cap on held requests; wasm/plugin/README.md shows what each part costs). Needs scripts/install-deps.sh (wasm32 target, binaryen).
+# wasm-opt, and write target/plugin/boifi_plugin.wasm, plus next to it boifi_plugin.d: cargo's
+# dep-info for the module (every source file it was compiled from), by which the tests refuse a
+# module older than its sources. Prints the size and fails when the module is over the 400 KB
+# budget (raised from 300 KB for request-keyed sampling, gRPC aborts and the cap on held
+# requests; wasm/plugin/README.md shows what each part costs). Needs scripts/install-deps.sh
+# (wasm32 target, binaryen).
 set -euo pipefail
 # shellcheck source=lib/common.sh
 source "$(dirname "$0")/lib/common.sh"
@@ -39,6 +42,9 @@ wasm-opt -Oz --converge --strip-debug --strip-producers \
     --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
     --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types \
     -o "$OUT" "$raw"
+
+# Cargo writes the dep-info next to the artifact it reports.
+cp "${raw%.wasm}.d" "$OUT_DIR/boifi_plugin.d"
 
 raw_size="$(stat -c %s "$raw")"
 size="$(stat -c %s "$OUT")"

@@ -12,7 +12,7 @@ cd "$BOIFI_ROOT"
 "$BOIFI_ROOT/scripts/build-plugin.sh"
 
 log "building boifi and boifi-demo"
-# The demo starts the boifi binary from its own directory, so both are built together.
+# The demo asks cargo for the boifi binary when it starts; built here, that is a no-op.
 cargo build --locked --bin boifi --bin boifi-demo
 
 exec target/debug/boifi-demo "$@"

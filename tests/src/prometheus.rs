@@ -8,20 +8,19 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::binaries::{prometheus_binary, promtool_binary, PROMETHEUS_BIN_ENV, PROMTOOL_BIN_ENV};
 use crate::free_port;
 use crate::http::http_request;
 use crate::process::{retry, Process};
-
-/// Environment variable naming the Prometheus binary; default: `prometheus` on `PATH`.
-pub const PROMETHEUS_BIN_ENV: &str = "BOIFI_TEST_PROMETHEUS_BIN";
 
 const START_ATTEMPTS: u32 = 3;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -107,8 +106,7 @@ impl PrometheusBuilder {
         let config = self
             .config()
             .unwrap_or_else(|e| panic!("Prometheus config: {e}"));
-        let binary = std::env::var_os(PROMETHEUS_BIN_ENV)
-            .map_or_else(|| PathBuf::from("prometheus"), PathBuf::from);
+        let binary = prometheus_binary();
         retry(START_ATTEMPTS, || Prometheus::launch(&binary, &config)).unwrap_or_else(|e| {
             panic!(
                 "Prometheus did not start after {START_ATTEMPTS} attempts (binary {}; scripts/install-deps.sh installs it, {PROMETHEUS_BIN_ENV} overrides):\n{e}",
@@ -247,6 +245,42 @@ impl std::fmt::Debug for Prometheus {
     }
 }
 
+/// Lints a `/metrics` exposition with `promtool check metrics` (names, types, help, units).
+/// Panics, as a failed test, when promtool rejects it, and when promtool is missing: the check
+/// is never skipped ([`promtool_binary`]; `scripts/install-deps.sh` installs Debian's
+/// `prometheus`, which ships it).
+pub fn promtool_check_metrics(text: &str) {
+    let binary = promtool_binary();
+    let mut child = Command::new(&binary)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): scripts/install-deps.sh installs promtool (Debian package \
+                 `prometheus`), {PROMTOOL_BIN_ENV} overrides; the metrics check is not skipped",
+                binary.display()
+            )
+        });
+    // promtool reads all of stdin before it answers, so writing first cannot block on it.
+    let written = child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(text.as_bytes());
+    let out = child.wait_with_output().expect("wait for promtool");
+    assert!(
+        written.is_ok() && out.status.success(),
+        "promtool check metrics failed ({}{:?}):\n{}{}\n--- input:\n{text}",
+        out.status,
+        written.err(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `data` of a successful query: `{"resultType":"vector","result":[{"metric":{..},"value":[t,"v"]}]}`.
 fn parse_vector(data: &Value) -> Result<Vec<Sample>, String> {
     if data["resultType"] != "vector" {
@@ -331,5 +365,14 @@ mod tests {
         assert_eq!(samples[0].label("job"), Some("x"));
         assert_eq!(samples[0].value, 1.0);
         assert!(parse_vector(&serde_json::json!({"resultType": "matrix", "result": []})).is_err());
+    }
+
+    #[test]
+    fn promtool_accepts_good_metrics_and_rejects_bad_ones() {
+        promtool_check_metrics(
+            "# HELP boifi_x_total X.\n# TYPE boifi_x_total counter\nboifi_x_total 1\n",
+        );
+        let bad = std::panic::catch_unwind(|| promtool_check_metrics("boifi_x_total{ 1\n"));
+        assert!(bad.is_err(), "a malformed exposition passed");
     }
 }

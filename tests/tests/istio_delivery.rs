@@ -13,8 +13,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use boifi_sse_broadcaster::Settings;
+use boifi_tests::binaries::plugin_wasm;
 use boifi_tests::envoy::{
-    plugin_wasm, Envoy, EnvoyBuilder, Upstream, BROADCASTER_AUTHORITY, BROADCASTER_CLUSTER,
+    Envoy, EnvoyBuilder, Upstream, BROADCASTER_AUTHORITY, BROADCASTER_CLUSTER,
 };
 use boifi_tests::http::{http_request, HttpResponse};
 use boifi_tests::istio::{sha256_hex, FailStrategy};

@@ -5,7 +5,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use boifi_tests::envoy::{envoy_binary, plugin_wasm, EnvoyBuilder, Upstream};
+use boifi_tests::binaries::{envoy_binary, plugin_wasm};
+use boifi_tests::envoy::{EnvoyBuilder, Upstream};
 use boifi_tests::http::http_request;
 use boifi_tests::{free_port, wait_until};
 

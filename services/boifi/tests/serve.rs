@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use boifi::serve::{self, Serve, ServeConfig};
 use boifi_policy_api::AuthConfig;
 use boifi_tests::free_port;
-use boifi_tests::http::ready;
+use boifi_tests::http::{self, ready};
 use boifi_tests::process::Process;
 use serde_json::{json, Value};
 
@@ -24,12 +24,9 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every call of these tests, through boifi-tests' ureq agent.
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
+    http::agent(Duration::from_secs(10))
 }
 
 fn example_policy() -> Value {

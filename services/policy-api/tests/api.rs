@@ -3,14 +3,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::test::{self, TestRequest};
 use boifi_policy_api::{app, AppState, Auth};
-use boifi_store::{open_store, StoreSettings};
+use boifi_tests::prometheus::promtool_check_metrics;
 use common::*;
 use serde_json::{json, Value};
 
@@ -27,9 +25,7 @@ const ROUTES: &[(&str, &[&str])] = &[
 
 #[actix_web::test]
 async fn create_get_replace_list_delete_round_trip() {
-    let (store, _dir) = embedded();
-    let (state, clock) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, clock, _dir) = embedded_app().await;
 
     let created = send(
         &app,
@@ -143,9 +139,7 @@ async fn create_get_replace_list_delete_round_trip() {
 
 #[actix_web::test]
 async fn halt_sets_reads_and_clears_the_kill_switch() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     let halt = |req: TestRequest, token| req.uri("/v1/halt").insert_header(bearer(token));
 
     let initial = send(&app, halt(TestRequest::get(), READER)).await;
@@ -170,9 +164,7 @@ async fn halt_sets_reads_and_clears_the_kill_switch() {
 
 #[actix_web::test]
 async fn a_bad_policy_gets_one_400_listing_every_problem() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     let body = json!({
         "metadata": { "name": "Bad_Name!", "owner": "me" },
         "spec": {
@@ -219,9 +211,7 @@ async fn a_bad_policy_gets_one_400_listing_every_problem() {
 
 #[actix_web::test]
 async fn put_requires_the_body_name_to_match_the_path() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     let reply = send(
         &app,
         TestRequest::put()
@@ -236,9 +226,7 @@ async fn put_requires_the_body_name_to_match_the_path() {
 
 #[actix_web::test]
 async fn malformed_bodies_are_400_in_the_error_shape() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     for body in [
         "",
         "{",
@@ -261,9 +249,7 @@ async fn malformed_bodies_are_400_in_the_error_shape() {
 
 #[actix_web::test]
 async fn missing_and_unknown_tokens_are_401_and_readers_may_not_write() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     let valid = policy("reviews-abort");
     let requests = || {
         vec![
@@ -349,9 +335,7 @@ async fn missing_and_unknown_tokens_are_401_and_readers_may_not_write() {
 
 #[actix_web::test]
 async fn probes_metrics_and_openapi_need_no_token() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     let health = send(&app, TestRequest::get().uri("/v1/health")).await;
     assert_eq!(
         (health.status.as_u16(), health.body["status"].as_str()),
@@ -375,15 +359,7 @@ async fn probes_metrics_and_openapi_need_no_token() {
 #[actix_web::test]
 async fn ready_is_503_when_the_store_is_unreachable() {
     // etcd connects lazily; nothing listens on this port, so ping fails.
-    let store = open_store(&StoreSettings {
-        etcd_endpoints: vec![format!("http://127.0.0.1:{}", boifi_tests::free_port())],
-        etcd_prefix: "/boifi/".into(),
-        data_dir: "unused".into(),
-    })
-    .await
-    .expect("lazy etcd store");
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _) = app_on(unreachable_etcd().await).await;
     let started = std::time::Instant::now();
     let reply = send(&app, TestRequest::get().uri("/v1/ready")).await;
     reply.assert_error(503, "unavailable");
@@ -407,9 +383,7 @@ async fn ready_is_503_when_the_store_is_unreachable() {
 
 #[actix_web::test]
 async fn unknown_paths_and_methods_get_json_404_and_405() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     send(&app, TestRequest::get().uri("/v2/nothing"))
         .await
         .assert_error(404, "not_found");
@@ -425,9 +399,7 @@ async fn unknown_paths_and_methods_get_json_404_and_405() {
 
 #[actix_web::test]
 async fn preconditions_give_409_on_mismatch_and_400_when_malformed() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     let post = |pre: Option<(header::HeaderName, &str)>| {
         let mut req = TestRequest::post()
             .uri("/v1/policies")
@@ -516,9 +488,7 @@ async fn preconditions_give_409_on_mismatch_and_400_when_malformed() {
 
 #[actix_web::test]
 async fn bodies_over_one_mebibyte_are_413_in_the_error_shape() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     let big = vec![b' '; 1024 * 1024 + 1];
     for req in [
         TestRequest::post().uri("/v1/policies"),
@@ -537,9 +507,7 @@ async fn bodies_over_one_mebibyte_are_413_in_the_error_shape() {
 
 #[actix_web::test]
 async fn expired_rules_are_reported_expired_by_the_server_clock() {
-    let (store, _dir) = embedded();
-    let (state, clock) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, clock, _dir) = embedded_app().await;
     let mut body = policy("short");
     body["spec"]["rules"][0]["fault"]["duration_seconds"] = json!(60);
     let rules = body["spec"]["rules"].as_array_mut().unwrap();
@@ -598,9 +566,7 @@ async fn expired_rules_are_reported_expired_by_the_server_clock() {
 
 #[actix_web::test]
 async fn metrics_count_requests_by_route_pattern_and_pass_promtool() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     let create = |name: &str| {
         TestRequest::post()
             .uri("/v1/policies")
@@ -647,47 +613,12 @@ async fn metrics_count_requests_by_route_pattern_and_pass_promtool() {
         "raw path used as a label"
     );
 
-    match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(mut child) => {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "promtool check metrics failed:\n{}{}\n--- input:\n{text}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
-                "\n!!!!! SKIPPED: promtool is not installed; metric names NOT linted !!!!!\n"
-            );
-        }
-        Err(e) => panic!("running promtool: {e}"),
-    }
+    promtool_check_metrics(&text);
 }
 
 #[actix_web::test]
 async fn store_errors_are_counted_by_operation() {
-    let store = open_store(&StoreSettings {
-        etcd_endpoints: vec![format!("http://127.0.0.1:{}", boifi_tests::free_port())],
-        etcd_prefix: "/boifi/".into(),
-        data_dir: "unused".into(),
-    })
-    .await
-    .expect("lazy etcd store");
-    let (state, _) = state_on(store);
+    let (state, _) = state_on(unreachable_etcd().await);
     let metrics = Arc::clone(&state.metrics);
     let app = test::init_service(app(state)).await;
     send(
@@ -707,9 +638,7 @@ async fn store_errors_are_counted_by_operation() {
 
 #[actix_web::test]
 async fn openapi_document_lists_every_route() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     let doc = send(&app, TestRequest::get().uri("/v1/openapi.json"))
         .await
         .body;
@@ -748,9 +677,7 @@ async fn openapi_document_lists_every_route() {
 #[actix_web::test]
 async fn every_documented_route_is_served() {
     // The other direction: what the document promises, the app answers (not 404/405).
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     for (path, methods) in ROUTES {
         let uri = path.replace("{name}", "p");
         for method in *methods {
@@ -793,9 +720,7 @@ async fn with_auth_disabled_anyone_writes_as_anonymous() {
 
 #[actix_web::test]
 async fn concurrent_unconditional_writes_all_succeed_and_one_creates() {
-    let (store, _dir) = embedded();
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _, _dir) = embedded_app().await;
     let writes = (0..8).map(|i| {
         let mut body = policy("contended");
         body["spec"]["rules"][0]["fault"]["percentage"] = json!(f64::from(i));

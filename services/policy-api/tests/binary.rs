@@ -9,9 +9,9 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use boifi_tests::free_port;
-use boifi_tests::http::ready;
+use boifi_tests::http::{agent, ready};
 use boifi_tests::process::Process;
-use common::{policy, READER, WRITER};
+use common::{policy, tokens_file, READER, WRITER};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_policy-api");
@@ -68,14 +68,6 @@ fn command(env: &[(&str, String)]) -> Command {
     cmd
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
 fn json_of(res: &mut ureq::http::Response<ureq::Body>) -> Value {
     res.body_mut().read_json().expect("JSON body")
 }
@@ -84,11 +76,7 @@ fn json_of(res: &mut ureq::http::Response<ureq::Body>) -> Value {
 fn serves_persists_across_a_kill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
-    std::fs::write(
-        &tokens,
-        format!("# test tokens\nops writer {WRITER}\ndash reader {READER}\n"),
-    )
-    .unwrap();
+    std::fs::write(&tokens, tokens_file()).unwrap();
     let env = [
         ("BOIFI_TOKENS_FILE", tokens.display().to_string()),
         (
@@ -96,7 +84,7 @@ fn serves_persists_across_a_kill_and_restart() {
             dir.path().join("data").display().to_string(),
         ),
     ];
-    let agent = agent();
+    let agent = agent(Duration::from_secs(10));
 
     let first = Service::start(dir.path(), &env);
     let mut created = agent

@@ -7,8 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::test::{self, TestRequest};
-use boifi_policy_api::app;
+use actix_web::test::TestRequest;
 use boifi_store::{open_store, EmbeddedStore, PolicyStore, StoreSettings};
 use boifi_tests::{wait_until_async, EtcdServer};
 use common::*;
@@ -17,8 +16,7 @@ use serde_json::Value;
 /// Creates two policies and sets the halt flag; returns the two policies as the API
 /// returned them.
 async fn write_some(store: Arc<dyn PolicyStore>) -> Vec<Value> {
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _) = app_on(store).await;
     let mut written = Vec::new();
     for name in ["alpha", "beta"] {
         let reply = send(
@@ -45,8 +43,7 @@ async fn write_some(store: Arc<dyn PolicyStore>) -> Vec<Value> {
 
 /// Reads everything back through a fresh app on `store`.
 async fn read_back(store: Arc<dyn PolicyStore>) -> (Vec<Value>, Value) {
-    let (state, _) = state_on(store);
-    let app = test::init_service(app(state)).await;
+    let (app, _) = app_on(store).await;
     let list = send(
         &app,
         TestRequest::get()

@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use boifi_policy_api::server;
+use boifi_tests::http::agent;
 use common::*;
 
 #[actix_web::test]
@@ -21,11 +22,15 @@ async fn run_serves_until_the_shutdown_future_completes() {
     }));
 
     let url = format!("http://{addr}/v1/health");
-    let status =
-        tokio::task::spawn_blocking(move || ureq::get(&url).call().map(|r| r.status().as_u16()))
-            .await
-            .unwrap()
-            .expect("health request");
+    let status = tokio::task::spawn_blocking(move || {
+        agent(Duration::from_secs(10))
+            .get(&url)
+            .call()
+            .map(|r| r.status().as_u16())
+    })
+    .await
+    .unwrap()
+    .expect("health request");
     assert_eq!(status, 200);
 
     stop_tx.send(()).unwrap();

@@ -2,14 +2,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use boifi_sse_broadcaster::{run, Broadcaster, Settings, SystemClock};
 use boifi_store::{open_store, StoreSettings};
 use boifi_tests::http::{call, request};
+use boifi_tests::prometheus::promtool_check_metrics;
 use boifi_tests::services::{deadline, Services, DEADLINE};
 use boifi_tests::wait_until;
 use common::*;
@@ -49,26 +48,7 @@ fn health_ready_and_metrics() {
     ] {
         assert!(text.contains(name), "{name} missing in:\n{text}");
     }
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool on PATH (Debian package `prometheus`)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check_metrics(&text);
 }
 
 #[test]

@@ -29,9 +29,8 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use boifi_tests::envoy::{
-    plugin_wasm, Envoy, LaunchOptions, BROADCASTER_AUTHORITY, BROADCASTER_CLUSTER,
-};
+use boifi_tests::binaries::plugin_wasm;
+use boifi_tests::envoy::{Envoy, LaunchOptions, BROADCASTER_AUTHORITY, BROADCASTER_CLUSTER};
 use boifi_tests::http::KeepAliveClient;
 use boifi_tests::mesh::{ControlPlane, ControlPlaneKind, MeshBuilder, Req, WorkloadSpec};
 use boifi_tests::wait_until;
@@ -380,8 +379,8 @@ fn measure_one(envoy: &Envoy, args: &Args) -> Result<Sample, String> {
 /// p50 and p99 in us of `n` sequential requests over one keep-alive connection.
 fn latency(envoy: &Envoy, n: usize) -> Result<(f64, f64), String> {
     pin_current_thread(LOAD_CPU)?;
-    let mut client = KeepAliveClient::new(envoy.addr(), TIMEOUT);
-    let send = |client: &mut KeepAliveClient| -> Result<Duration, String> {
+    let client = KeepAliveClient::new(envoy.addr(), TIMEOUT);
+    let send = |client: &KeepAliveClient| -> Result<Duration, String> {
         let start = Instant::now();
         let r = client
             .request("GET", "/bench", &[("x-user", "bench")], None)
@@ -393,10 +392,10 @@ fn latency(envoy: &Envoy, n: usize) -> Result<(f64, f64), String> {
         Ok(elapsed)
     };
     for _ in 0..n / 10 {
-        send(&mut client)?;
+        send(&client)?;
     }
     let mut times = (0..n)
-        .map(|_| send(&mut client))
+        .map(|_| send(&client))
         .collect::<Result<Vec<_>, _>>()?;
     times.sort_unstable();
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
@@ -413,7 +412,7 @@ fn throughput(envoy: &Envoy, seconds: u64) -> Result<(f64, f64), String> {
             .map(|_| {
                 scope.spawn(|| -> Result<(), String> {
                     pin_current_thread(LOAD_CPU)?;
-                    let mut client = KeepAliveClient::new(envoy.addr(), TIMEOUT);
+                    let client = KeepAliveClient::new(envoy.addr(), TIMEOUT);
                     started.fetch_add(1, Ordering::SeqCst);
                     while !stop.load(Ordering::Relaxed) {
                         let r = client

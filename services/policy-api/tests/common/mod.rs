@@ -1,5 +1,6 @@
 //! Shared fixtures for the service-boundary tests: an app on a real store with known tokens
-//! and a clock the test controls.
+//! and a clock the test controls ([`embedded_app`], [`app_on`]), the stores it runs on, a
+//! valid policy, and [`send`], which returns a [`Reply`] to assert on.
 
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -9,8 +10,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::test::{self, TestRequest};
-use boifi_policy_api::{AppState, Auth, ManualClock};
-use boifi_store::{EmbeddedStore, PolicyStore};
+use boifi_policy_api::{app, AppState, Auth, ManualClock};
+use boifi_store::{open_store, EmbeddedStore, PolicyStore, StoreSettings};
 use serde_json::{json, Value};
 
 pub const WRITER: &str = "writer-token-0123456789";
@@ -18,9 +19,13 @@ pub const READER: &str = "reader-token-0123456789";
 /// 2024-01-01T00:00:00Z.
 pub const T0_MS: u64 = 1_704_067_200_000;
 
+/// The test tokens as a tokens file holds them (a comment, then `name role token` lines).
+pub fn tokens_file() -> String {
+    format!("# test tokens\nops writer {WRITER}\ndashboard reader {READER}\n")
+}
+
 pub fn tokens() -> Auth {
-    let text = format!("ops writer {WRITER}\ndashboard reader {READER}\n");
-    Auth::parse(text.as_bytes()).expect("test tokens parse")
+    Auth::parse(tokens_file().as_bytes()).expect("test tokens parse")
 }
 
 /// State on `store` with the test tokens and a manual clock at [`T0_MS`].
@@ -37,6 +42,47 @@ pub fn embedded() -> (Arc<dyn PolicyStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
     (Arc::new(store), dir)
+}
+
+/// An etcd store where nothing listens: it connects lazily, so every call fails.
+pub async fn unreachable_etcd() -> Arc<dyn PolicyStore> {
+    open_store(&StoreSettings {
+        etcd_endpoints: vec![format!("http://127.0.0.1:{}", boifi_tests::free_port())],
+        etcd_prefix: "/boifi/".into(),
+        data_dir: "unused".into(),
+    })
+    .await
+    .expect("lazy etcd store")
+}
+
+/// The app (as `test::init_service` runs it) on `store`, from [`state_on`].
+pub async fn app_on(
+    store: Arc<dyn PolicyStore>,
+) -> (
+    impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+    Arc<ManualClock>,
+) {
+    let (state, clock) = state_on(store);
+    (test::init_service(app(state)).await, clock)
+}
+
+/// [`app_on`] an [`embedded`] store; the temp dir lives as long as the returned guard.
+pub async fn embedded_app() -> (
+    impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+    Arc<ManualClock>,
+    tempfile::TempDir,
+) {
+    let (store, dir) = embedded();
+    let (app, clock) = app_on(store).await;
+    (app, clock, dir)
 }
 
 /// A valid policy in the design brief's format.

@@ -1,0 +1,313 @@
+//! The control plane of the local mesh: real etcd plus the `policy-api` and `sse-broadcaster`
+//! binaries ([`ControlPlaneKind::Separate`]), or `boifi serve` alone on its embedded store
+//! ([`ControlPlaneKind::Serve`]), as processes on loopback with auth off; and the API calls the
+//! scenarios make (policies, the kill switch).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::REQUEST_TIMEOUT;
+use crate::binaries::workspace_binary;
+use crate::http::{http_request, ready, HttpResponse};
+use crate::process::{retry, Process};
+use crate::{free_port, EtcdServer};
+
+const START_ATTEMPTS: u32 = 3;
+/// A service is ready in well under a second; generous because tests share 2 cores.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which processes make up the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlPlaneKind {
+    /// Real etcd plus the `policy-api` and `sse-broadcaster` binaries, as in Kubernetes.
+    Separate,
+    /// `boifi serve`: API and stream on one port, embedded store.
+    Serve,
+}
+
+/// One control-plane service process.
+struct Service {
+    name: &'static str,
+    binary: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    addr: SocketAddr,
+    log: PathBuf,
+    process: Option<Process>,
+}
+
+impl Service {
+    fn launch(&mut self) -> Result<(), String> {
+        let mut command = Command::new(&self.binary);
+        command.args(&self.args);
+        // Only the variables given here configure the service, whatever the caller's
+        // environment holds (e.g. a tokens file).
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("BOIFI_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("BOIFI_LISTEN_ADDR", self.addr.to_string())
+            .env("BOIFI_AUTH_DISABLED", "true")
+            .env("RUST_LOG", "info");
+        let name = format!("{} on {}", self.name, self.addr);
+        let process = self
+            .process
+            .insert(Process::spawn(&name, &mut command, &self.log)?);
+        let addr = self.addr;
+        process.wait_ready(READY_TIMEOUT, || ready(addr))
+    }
+
+    fn stop(&mut self) {
+        if let Some(process) = self.process.as_mut() {
+            process.stop();
+        }
+    }
+}
+
+/// A policy as policy-api stored it.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The store revision of the write (`status.revision`).
+    pub revision: u64,
+    /// Per rule, the server's expiry time (Unix ms), if the rule has a duration.
+    pub expires_at_ms: Vec<Option<u64>>,
+    /// The whole response body.
+    pub policy: Value,
+}
+
+/// The control plane: its processes, data and ports survive [`stop`](Self::stop) and
+/// [`restart`](Self::restart). Stopped by PID on drop.
+pub struct ControlPlane {
+    kind: ControlPlaneKind,
+    services: Vec<Service>,
+    etcd: Option<EtcdServer>,
+    dir: TempDir,
+}
+
+impl ControlPlane {
+    /// Starts the control plane on free loopback ports (or `api_port` for the API when given)
+    /// and waits until every service is ready.
+    pub fn start(kind: ControlPlaneKind, api_port: Option<u16>) -> Result<ControlPlane, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("boifi-control-")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let mut failures = Vec::new();
+        let etcd = match kind {
+            ControlPlaneKind::Separate => Some(EtcdServer::start()),
+            ControlPlaneKind::Serve => None,
+        };
+        let mut plane = ControlPlane {
+            kind,
+            services: Vec::new(),
+            etcd,
+            dir,
+        };
+        for attempt in 1..=START_ATTEMPTS {
+            plane.services = plane.plan(api_port)?;
+            match plane.launch_all() {
+                Ok(()) => return Ok(plane),
+                // A port reported free can be taken meanwhile: try other ports, unless the
+                // caller chose the port.
+                Err(e) if api_port.is_none() => failures.push(format!("attempt {attempt}: {e}")),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(format!(
+            "control plane did not start after {START_ATTEMPTS} attempts:\n{}",
+            failures.join("\n")
+        ))
+    }
+
+    fn plan(&self, api_port: Option<u16>) -> Result<Vec<Service>, String> {
+        let addr = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let api_addr = addr(api_port.unwrap_or_else(free_port));
+        let log = |name: &str| self.dir.path().join(format!("{name}.log"));
+        Ok(match self.kind {
+            ControlPlaneKind::Serve => {
+                let data = self.dir.path().join("data");
+                vec![Service {
+                    name: "boifi serve",
+                    binary: workspace_binary("boifi")?,
+                    args: vec!["serve".into()],
+                    env: vec![("BOIFI_DATA_DIR".into(), data.display().to_string())],
+                    addr: api_addr,
+                    log: log("boifi"),
+                    process: None,
+                }]
+            }
+            ControlPlaneKind::Separate => {
+                let endpoints = self
+                    .etcd
+                    .as_ref()
+                    .map(EtcdServer::endpoint)
+                    .ok_or("no etcd")?;
+                let store = vec![("BOIFI_ETCD_ENDPOINTS".to_owned(), endpoints)];
+                let mut stream_addr = addr(free_port());
+                while stream_addr == api_addr {
+                    stream_addr = addr(free_port());
+                }
+                vec![
+                    Service {
+                        name: "policy-api",
+                        binary: workspace_binary("policy-api")?,
+                        args: Vec::new(),
+                        env: store.clone(),
+                        addr: api_addr,
+                        log: log("policy-api"),
+                        process: None,
+                    },
+                    Service {
+                        name: "sse-broadcaster",
+                        binary: workspace_binary("sse-broadcaster")?,
+                        args: Vec::new(),
+                        env: store,
+                        addr: stream_addr,
+                        log: log("sse-broadcaster"),
+                        process: None,
+                    },
+                ]
+            }
+        })
+    }
+
+    fn launch_all(&mut self) -> Result<(), String> {
+        for i in 0..self.services.len() {
+            if let Err(e) = self.services[i].launch() {
+                self.stop_services();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> ControlPlaneKind {
+        self.kind
+    }
+
+    /// Where policy-api (or `boifi serve`) listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.services[0].addr
+    }
+
+    /// Where the sidecars poll for policies.
+    pub fn stream_addr(&self) -> SocketAddr {
+        self.services[self.services.len() - 1].addr
+    }
+
+    /// etcd's client URL, when the control plane has one.
+    pub fn etcd_endpoint(&self) -> Option<String> {
+        self.etcd.as_ref().map(EtcdServer::endpoint)
+    }
+
+    /// `(name, PID)` of every running process, for people to look at.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = self
+            .services
+            .iter()
+            .filter_map(|s| Some((s.name.to_owned(), s.process.as_ref()?.pid()?)))
+            .collect();
+        if let Some(pid) = self.etcd.as_ref().and_then(EtcdServer::pid) {
+            out.push(("etcd".into(), pid));
+        }
+        out
+    }
+
+    /// Kills every process by PID (SIGKILL, like a crash) and waits for them; data and ports
+    /// are kept for [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        self.stop_services();
+        if let Some(etcd) = self.etcd.as_mut() {
+            etcd.stop();
+        }
+    }
+
+    fn stop_services(&mut self) {
+        for service in &mut self.services {
+            service.stop();
+        }
+    }
+
+    /// Starts everything again on the same ports and data; retries while the old sockets
+    /// linger.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        if let Some(etcd) = self.etcd.as_mut() {
+            etcd.restart();
+        }
+        retry(START_ATTEMPTS, || self.launch_all())
+            .map_err(|e| format!("control plane did not restart:\n{e}"))
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<HttpResponse, String> {
+        let bytes = body.map(Value::to_string);
+        let headers: &[(&str, &str)] = if bytes.is_some() {
+            &[("content-type", "application/json")]
+        } else {
+            &[]
+        };
+        http_request(
+            self.api_addr(),
+            method,
+            path,
+            headers,
+            bytes.as_deref().map(str::as_bytes),
+            REQUEST_TIMEOUT,
+        )
+        .map_err(|e| format!("{method} {path}: {e}"))
+    }
+
+    /// Creates or replaces a policy through `POST /v1/policies`.
+    pub fn put_policy(&self, policy: &Value) -> Result<Written, String> {
+        let r = self.call("POST", "/v1/policies", Some(policy))?;
+        if !matches!(r.status, 200 | 201) {
+            return Err(format!("POST /v1/policies: {} {}", r.status, r.body_text()));
+        }
+        let stored: Value = serde_json::from_slice(&r.body)
+            .map_err(|e| format!("POST /v1/policies: response is not JSON: {e}"))?;
+        let revision = stored["status"]["revision"]
+            .as_u64()
+            .ok_or("POST /v1/policies: no status.revision in the response")?;
+        let expires_at_ms = stored["status"]["rules"]
+            .as_array()
+            .map(|rules| rules.iter().map(|r| r["expires_at_ms"].as_u64()).collect())
+            .unwrap_or_default();
+        Ok(Written {
+            revision,
+            expires_at_ms,
+            policy: stored,
+        })
+    }
+
+    /// Deletes a policy; `Ok(false)` when it did not exist.
+    pub fn delete_policy(&self, name: &str) -> Result<bool, String> {
+        let r = self.call("DELETE", &format!("/v1/policies/{name}"), None)?;
+        match r.status {
+            200 | 204 => Ok(true),
+            404 => Ok(false),
+            other => Err(format!("DELETE {name}: {other} {}", r.body_text())),
+        }
+    }
+
+    /// Sets (`true`) or clears the kill switch; returns the store revision of the change.
+    pub fn set_halt(&self, halted: bool) -> Result<u64, String> {
+        let method = if halted { "POST" } else { "DELETE" };
+        let r = self.call(method, "/v1/halt", None)?;
+        if r.status != 200 {
+            return Err(format!("{method} /v1/halt: {} {}", r.status, r.body_text()));
+        }
+        let state: Value = serde_json::from_slice(&r.body)
+            .map_err(|e| format!("{method} /v1/halt: response is not JSON: {e}"))?;
+        state["revision"]
+            .as_u64()
+            .ok_or_else(|| format!("{method} /v1/halt: no revision in {state}"))
+    }
+}
