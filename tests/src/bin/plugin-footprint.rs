@@ -15,7 +15,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use boifi_tests::envoy::{plugin_wasm, Envoy, EnvoyBuilder, Upstream};
+use boifi_tests::binaries::plugin_wasm;
+use boifi_tests::envoy::{Envoy, EnvoyBuilder, Upstream};
 use boifi_tests::free_port;
 use boifi_tests::istio::sha256_hex;
 use clap::Parser;
