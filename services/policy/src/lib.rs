@@ -13,6 +13,8 @@
 //!   anchored to the whole value.
 //! - [`limits`]: every bound [`compile`] and [`parse_policy`] enforce.
 //! - [`status`]: the read-only `status` the server stamps on write and refreshes on read.
+//! - [`wire`]: the sse-broadcaster's stream contract for both ends: snapshot and event data,
+//!   SSE framing, the stream query (encode and parse) and the expiry rule ([`wire::rule_active`]).
 //!
 //! No I/O, no clock, no randomness: time and random numbers are passed in, so the crate builds
 //! for `wasm32-unknown-unknown` and its tests are deterministic.
@@ -26,6 +28,7 @@ mod parse;
 pub mod status;
 pub mod types;
 mod validate;
+pub mod wire;
 
 pub use error::{FieldError, ValidationErrors};
 pub use matching::{

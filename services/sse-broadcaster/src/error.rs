@@ -8,8 +8,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::filter::FieldProblem;
 use crate::hub::Refusal;
+use boifi_policy::wire::FieldProblem;
 
 /// Seconds a refused client should wait before trying again.
 const RETRY_AFTER_SECS: &str = "1";
