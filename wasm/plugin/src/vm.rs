@@ -113,10 +113,6 @@ impl<H: Host> Vm<H> {
         }
     }
 
-    pub fn host(&self) -> &H {
-        &self.host
-    }
-
     /// The policy set in use.
     pub fn policies(&self) -> &PolicySet {
         &self.set
