@@ -32,7 +32,7 @@ fn abort_half(sampling: &str) -> Value {
 
 /// How many of `REQUESTS` calls through `caller` came back 503 from the plugin.
 fn failed_calls(caller: &Envoy) -> usize {
-    let mut client = KeepAliveClient::new(caller.addr(), Duration::from_secs(10));
+    let client = KeepAliveClient::new(caller.addr(), Duration::from_secs(10));
     (0..REQUESTS)
         .filter(|i| {
             let r = client

@@ -20,6 +20,8 @@
 //! - [`grpc`]: gRPC status names and the HTTP/gRPC status mappings of `abort`.
 //! - [`limits`]: every bound [`compile`] and [`parse_policy`] enforce.
 //! - [`status`]: the read-only `status` the server stamps on write and refreshes on read.
+//! - [`wire`]: the sse-broadcaster's stream contract for both ends: snapshot and event data,
+//!   SSE framing, the stream query (encode and parse) and the expiry rule ([`wire::rule_active`]).
 //!
 //! No I/O, no clock, no randomness: time and random numbers are passed in, so the crate builds
 //! for `wasm32-unknown-unknown` and its tests are deterministic.
@@ -36,6 +38,7 @@ pub mod status;
 pub mod types;
 mod valid;
 mod validate;
+pub mod wire;
 
 pub use error::{FieldError, ValidationErrors};
 pub use matching::{

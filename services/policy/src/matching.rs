@@ -227,9 +227,10 @@ impl CompiledRule {
     }
 
     /// False from `expires_at_ms` on (`status.rules[i].expires_at_ms` of the policy, stamped
-    /// by the server from `duration_seconds`); always true for a rule without expiry.
+    /// by the server from `duration_seconds`); always true for a rule without expiry. The
+    /// boundary is [`crate::wire::rule_active`].
     pub fn is_active(&self, now_ms: u64) -> bool {
-        self.expires_at_ms.is_none_or(|expires| now_ms < expires)
+        crate::wire::rule_active(self.expires_at_ms, now_ms)
     }
 
     pub fn expires_at_ms(&self) -> Option<u64> {

@@ -6,6 +6,7 @@
 use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::wire::rule_active;
 use crate::{Policy, PolicyStatus, RuleStatus};
 
 /// Stamp `policy.status` for a write at `now_ms` (Unix ms, server clock). `created_at_ms` is
@@ -46,9 +47,9 @@ pub fn refresh_expired(status: &mut PolicyStatus, now_ms: u64) {
     }
 }
 
-/// The same boundary as [`crate::CompiledRule::is_active`]: expired from `expires_at_ms` on.
+/// Expired from `expires_at_ms` on: the boundary of [`crate::wire::rule_active`].
 fn is_expired(expires_at_ms: Option<u64>, now_ms: u64) -> bool {
-    expires_at_ms.is_some_and(|expires| now_ms >= expires)
+    !rule_active(expires_at_ms, now_ms)
 }
 
 /// `2024-05-01T12:00:00.000Z`; `None` past year 9999, which RFC 3339 cannot write.

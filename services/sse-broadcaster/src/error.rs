@@ -11,8 +11,8 @@ use actix_web::{HttpResponse, ResponseError};
 use boifi_policy::FieldError;
 use boifi_runtime::ErrorBody;
 
-use crate::filter::FieldProblem;
 use crate::hub::Refusal;
+use boifi_policy::wire::FieldProblem;
 
 /// Seconds a refused client should wait before trying again.
 const RETRY_AFTER_SECS: &str = "1";

@@ -17,10 +17,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 use std::time::Instant;
 
 use actix_web::web::Bytes;
+use boifi_policy::wire::{DeleteData, Filter, HaltData, SnapshotData};
+use serde_json::value::RawValue;
 use tokio::sync::{broadcast, watch};
 
 use crate::config::Settings;
-use crate::filter::Filter;
 use crate::metrics::{EventKind, Metrics, Mode};
 use crate::model::{Delta, Policies, PolicyView};
 use crate::sse;
@@ -66,22 +67,16 @@ impl Entry {
         let body = match delta {
             Delta::Policy { name, new, old } => Body::Policy {
                 new: new.map(|view| {
-                    let frame = sse::event(revision, "policy", &view.json);
+                    let frame = sse::event(revision, EventKind::Policy, view.json.get().as_bytes());
                     (view, frame)
                 }),
                 old,
-                delete: sse::event(
-                    revision,
-                    "delete",
-                    serde_json::json!({ "name": name }).to_string().as_bytes(),
-                ),
+                delete: sse::json_event(revision, EventKind::Delete, &DeleteData { name }),
             },
-            Delta::Halt(halted) => Body::Halt(sse::event(
+            Delta::Halt(halted) => Body::Halt(sse::json_event(
                 revision,
-                "halt",
-                serde_json::json!({ "halted": halted })
-                    .to_string()
-                    .as_bytes(),
+                EventKind::Halt,
+                &HaltData { halted },
             )),
         };
         Entry {
@@ -149,7 +144,8 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// `event: snapshot` for `filter`, built once per filter and view.
+    /// `event: snapshot` for `filter`, built once per filter and view. Policies are spliced
+    /// in as serialized when they changed (`RawValue`), not serialized again.
     pub fn snapshot_frame(&self, filter: &Filter) -> Bytes {
         let mut cache = self
             .snapshots
@@ -158,23 +154,17 @@ impl View {
         if let Some(frame) = cache.get(filter) {
             return frame.clone();
         }
-        let mut data = format!(
-            "{{\"revision\":{},\"halted\":{},\"policies\":[",
-            self.revision, self.halted
-        )
-        .into_bytes();
-        let mut first = true;
-        for policy in self.policies.values() {
-            if filter.admits(&policy.selector) {
-                if !first {
-                    data.push(b',');
-                }
-                first = false;
-                data.extend_from_slice(&policy.json);
-            }
-        }
-        data.extend_from_slice(b"]}");
-        let frame = sse::event(self.revision, "snapshot", &data);
+        let data = SnapshotData {
+            revision: self.revision,
+            halted: self.halted,
+            policies: self
+                .policies
+                .values()
+                .filter(|policy| filter.admits(&policy.selector))
+                .map(|policy| &*policy.json)
+                .collect::<Vec<&RawValue>>(),
+        };
+        let frame = sse::json_event(self.revision, EventKind::Snapshot, &data);
         if cache.len() < MAX_CACHED_SNAPSHOTS {
             cache.insert(filter.clone(), frame.clone());
         }

@@ -10,7 +10,9 @@
 //! - [`Config`]: `BOIFI_*` settings parsed from key/value pairs; [`Settings`]: the tunables.
 //! - [`Clock`]: the wall clock rule expiry is measured against ([`SystemClock`],
 //!   [`ManualClock`] for tests); re-exported from `boifi_store`, which policy-api shares.
-//! - [`Filter`]: which policies a client may receive (`namespace`, `service`, `labels`).
+//! - [`Filter`]: which policies a client may receive (`namespace`, `service`, `labels`); it,
+//!   the query parser and the event data types are `boifi_policy::wire`, the contract the
+//!   Wasm plugin reads with the same types.
 //!
 //! Inside: `watcher` (one store watch with backoff, resume and compaction reload; expiry
 //! timer), `model` (stored vs effective policies, deltas), `hub` (current view, resume history,
@@ -20,7 +22,6 @@
 
 mod config;
 mod error;
-mod filter;
 mod hub;
 mod metrics;
 mod model;
@@ -33,9 +34,9 @@ mod watcher;
 #[cfg(test)]
 mod test_support;
 
+pub use boifi_policy::wire::{FieldProblem, Filter};
 pub use boifi_store::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError, Settings, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR};
 pub use error::{RequestError, StartError};
-pub use filter::{FieldProblem, Filter};
 pub use hub::Refusal;
 pub use server::{configure, configure_ops, configure_stream, run, Broadcaster};

@@ -21,27 +21,8 @@ impl Mode {
     }
 }
 
-/// Event names, the `event` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EventKind {
-    Snapshot,
-    Policy,
-    Delete,
-    Halt,
-    Resync,
-}
-
-impl EventKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            EventKind::Snapshot => "snapshot",
-            EventKind::Policy => "policy",
-            EventKind::Delete => "delete",
-            EventKind::Halt => "halt",
-            EventKind::Resync => "resync",
-        }
-    }
-}
+/// Event names, the `event` label: the names on the wire.
+pub(crate) use boifi_policy::wire::EventKind;
 
 pub(crate) struct Metrics {
     pub registry: Registry,
@@ -132,7 +113,7 @@ impl Metrics {
     }
 
     pub fn event_sent(&self, kind: EventKind) {
-        self.events_sent.with_label_values(&[kind.label()]).inc();
+        self.events_sent.with_label_values(&[kind.name()]).inc();
     }
 
     /// The exposition text of every metric in the registry.

@@ -8,17 +8,27 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use actix_web::web::Bytes;
+use boifi_policy::wire::rule_active;
 use boifi_policy::{Policy, Selector};
 use boifi_store::{Change, Revision, Snapshot, StoredPolicy, WatchEvent};
+use serde_json::value::RawValue;
 
-/// A policy as clients receive it, serialized once.
-#[derive(Debug, PartialEq)]
+/// A policy as clients receive it, serialized once: `policy` events and every snapshot that
+/// holds it splice this JSON.
+#[derive(Debug)]
 pub(crate) struct PolicyView {
     pub name: String,
     pub selector: Selector,
     /// The effective policy with its `status`, compact JSON.
-    pub json: Bytes,
+    pub json: Box<RawValue>,
+}
+
+impl PartialEq for PolicyView {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.selector == other.selector
+            && self.json.get() == other.json.get()
+    }
 }
 
 pub(crate) type Policies = Arc<BTreeMap<String, Arc<PolicyView>>>;
@@ -44,11 +54,8 @@ pub(crate) fn effective(stored: &StoredPolicy, now_ms: u64) -> Option<PolicyView
     status.revision = stored.revision;
     let live: Vec<bool> = (0..policy.spec.rules.len())
         .map(|i| {
-            status
-                .rules
-                .get(i)
-                .and_then(|rule| rule.expires_at_ms)
-                .is_none_or(|expires| now_ms < expires)
+            let expires_at_ms = status.rules.get(i).and_then(|rule| rule.expires_at_ms);
+            rule_active(expires_at_ms, now_ms)
         })
         .collect();
     if !live.is_empty() && !live.contains(&true) {
@@ -67,11 +74,11 @@ pub(crate) fn effective(stored: &StoredPolicy, now_ms: u64) -> Option<PolicyView
         rule.expired = false;
         keep
     });
-    match serde_json::to_vec(&policy) {
+    match serde_json::value::to_raw_value(&policy) {
         Ok(json) => Some(PolicyView {
             name: policy.metadata.name.clone(),
             selector: policy.spec.selector.clone(),
-            json: Bytes::from(json),
+            json,
         }),
         Err(err) => {
             // Unreachable for these types (string map keys only); skip rather than panic.
@@ -159,8 +166,10 @@ impl Model {
         let due: Vec<(String, Option<PolicyView>)> = self
             .stored
             .iter()
+            // Rules that acted at `since` and no longer do at `now_ms`.
             .filter(|(_, stored)| {
-                expiries(stored).any(|expires| expires > since && expires <= now_ms)
+                expiries(stored)
+                    .any(|at| rule_active(Some(at), since) && !rule_active(Some(at), now_ms))
             })
             .map(|(name, stored)| (name.clone(), effective(stored, now_ms)))
             .collect();
@@ -174,13 +183,13 @@ impl Model {
         self.stored
             .values()
             .flat_map(expiries)
-            .filter(|expires| *expires > self.expired_through_ms)
+            .filter(|at| rule_active(Some(*at), self.expired_through_ms))
             .min()
     }
 
     fn set(&mut self, name: String, view: Option<PolicyView>) -> Option<Delta> {
         let current = self.effective.get(&name);
-        if current.map(|c| &c.json) == view.as_ref().map(|v| &v.json) {
+        if current.map(|c| c.json.get()) == view.as_ref().map(|v| v.json.get()) {
             return None;
         }
         let policies = Arc::make_mut(&mut self.effective);

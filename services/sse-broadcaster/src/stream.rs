@@ -18,18 +18,14 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-use serde::Deserialize;
+use boifi_policy::wire::{self, FieldProblem, Filter, StreamQuery};
 use tokio::sync::{broadcast, watch};
 
 use crate::config::Settings;
 use crate::error::RequestError;
-use crate::filter::{FieldProblem, Filter};
 use crate::hub::{ClientGuard, Hub, PollCheck, RingItem};
 use crate::metrics::{EventKind, Mode};
 use crate::sse;
-
-/// Longest query string accepted.
-pub const MAX_QUERY_LEN: usize = 8192;
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,110 +41,35 @@ pub(crate) enum StreamRequest {
     },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawQuery {
-    namespace: Option<String>,
-    service: Option<String>,
-    labels: Option<String>,
-    mode: Option<String>,
-    last_event_id: Option<String>,
-    revision: Option<String>,
-    wait_ms: Option<String>,
-}
-
-/// Reads the query string and the `Last-Event-ID` header. The header wins over the query: an
-/// `EventSource` that was opened with `?last_event_id=` sends the newer id in the header when
-/// it reconnects. A header that is not a number is ignored (the client gets a snapshot); query
-/// values are checked strictly.
+/// Reads the query string (strictly: [`StreamQuery::parse`], the contract's parser) and the
+/// `Last-Event-ID` header. The header wins over the query: an `EventSource` that was opened
+/// with `?last_event_id=` sends the newer id in the header when it reconnects. A header that
+/// is not a number is ignored (the client gets a snapshot).
 pub(crate) fn parse_request(
     query: &str,
     last_event_id: Option<&[u8]>,
     settings: &Settings,
 ) -> Result<StreamRequest, Vec<FieldProblem>> {
-    if query.len() > MAX_QUERY_LEN {
-        return Err(vec![FieldProblem::new(
-            "query",
-            format!("longer than {MAX_QUERY_LEN} bytes"),
-        )]);
-    }
-    let raw = web::Query::<RawQuery>::from_query(query)
-        .map_err(|err| {
-            let cause = match &err {
-                actix_web::error::QueryPayloadError::Deserialize(cause) => cause.to_string(),
-                other => other.to_string(),
-            };
-            vec![FieldProblem::new("query", cause)]
-        })?
-        .into_inner();
-    let mut problems = Vec::new();
-    let filter = Filter::parse(
-        raw.namespace.as_deref(),
-        raw.service.as_deref(),
-        raw.labels.as_deref(),
-    )
-    .map_err(|found| problems.extend(found))
-    .ok();
-    let mut number = |field: &'static str, value: Option<String>| {
-        let value = value?;
-        match value.parse::<u64>() {
-            Ok(n) => Some(n),
-            Err(_) => {
-                problems.push(FieldProblem::new(
-                    field,
-                    format!(
-                        "expected a whole number, found `{}`",
-                        value.escape_default()
-                    ),
-                ));
-                None
-            }
-        }
-    };
-    let from_last_event_id = number("last_event_id", raw.last_event_id);
-    let from_revision = number("revision", raw.revision);
-    let wait_ms = number("wait_ms", raw.wait_ms);
-    if let (Some(a), Some(b)) = (from_last_event_id, from_revision) {
-        if a != b {
-            problems.push(FieldProblem::new(
-                "revision",
-                "differs from last_event_id; give one of them",
-            ));
-        }
-    }
+    let query = StreamQuery::parse(query)?;
     let header = last_event_id
         .and_then(|value| std::str::from_utf8(value).ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
-    let resume = header.or(from_last_event_id).or(from_revision);
-    let poll = match raw.mode.as_deref() {
-        None | Some("stream") => false,
-        Some("poll") => true,
-        Some(other) => {
-            problems.push(FieldProblem::new(
-                "mode",
-                format!(
-                    "expected `stream` or `poll`, found `{}`",
-                    other.escape_default()
-                ),
-            ));
-            false
+    let resume = header.or(query.resume());
+    Ok(match query.mode {
+        wire::Mode::Poll => {
+            let wait = query
+                .wait_ms
+                .map_or(settings.poll_wait, Duration::from_millis);
+            StreamRequest::Poll {
+                filter: query.filter,
+                revision: resume,
+                wait: wait.min(settings.poll_max_wait),
+            }
         }
-    };
-    if wait_ms.is_some() && !poll {
-        problems.push(FieldProblem::new("wait_ms", "only allowed with mode=poll"));
-    }
-    let Some(filter) = filter.filter(|_| problems.is_empty()) else {
-        return Err(problems);
-    };
-    Ok(if poll {
-        let wait = wait_ms.map_or(settings.poll_wait, Duration::from_millis);
-        StreamRequest::Poll {
-            filter,
-            revision: resume,
-            wait: wait.min(settings.poll_max_wait),
-        }
-    } else {
-        StreamRequest::Stream { filter, resume }
+        wire::Mode::Stream => StreamRequest::Stream {
+            filter: query.filter,
+            resume,
+        },
     })
 }
 

@@ -388,7 +388,7 @@ mod tests {
     #[test]
     fn mutations_never_panic() {
         let mut rejected = 0;
-        for mutant in crate::garbage::mutants(FULL.as_bytes(), 7, 3_000) {
+        for mutant in crate::test_support::mutants(FULL.as_bytes(), 7, 3_000) {
             rejected += usize::from(assert_handled(&mutant).is_err());
         }
         assert!(rejected > 1_500, "only {rejected} rejected");
@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn hostile_values_are_rejected_with_their_field() {
-        let deep = crate::garbage::nested(10_000);
+        let deep = crate::test_support::nested(10_000);
         for field in KNOWN_FIELDS {
             for value in [
                 deep.as_str(),

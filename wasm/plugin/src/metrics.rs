@@ -77,25 +77,24 @@ pub fn fault_delay_ms(policy: &str) -> String {
 /// Defines each stat once per VM and remembers its id; Envoy hands out a new id per
 /// definition, so defining per request would grow without bound. A list searched linearly:
 /// stats are few (a handful per policy that ever fired) and lookups happen only on faults.
-pub struct Registry<D> {
-    define: D,
+#[derive(Debug, Default)]
+pub struct Registry {
     ids: Vec<(String, u32)>,
 }
 
-impl<D: FnMut(Kind, &str) -> Option<u32>> Registry<D> {
-    pub fn new(define: D) -> Self {
-        Registry {
-            define,
-            ids: Vec::new(),
-        }
-    }
-
-    /// The id of stat `name`, defining it on first use; `None` if the host refused.
-    pub fn id(&mut self, kind: Kind, name: &str) -> Option<u32> {
+impl Registry {
+    /// The id of stat `name`, defining it with `define` on first use; `None` if the host
+    /// refused (then the next use tries again).
+    pub fn id(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        define: impl FnOnce(Kind, &str) -> Option<u32>,
+    ) -> Option<u32> {
         if let Some((_, id)) = self.ids.iter().find(|(n, _)| n == name) {
             return Some(*id);
         }
-        let id = (self.define)(kind, name)?;
+        let id = define(kind, name)?;
         self.ids.push((name.to_owned(), id));
         Some(id)
     }
@@ -122,26 +121,27 @@ mod tests {
     fn registry_defines_each_name_once() {
         let mut defined = Vec::new();
         let mut next = 10;
-        let mut registry = Registry::new(|kind, name: &str| {
+        let mut registry = Registry::default();
+        let mut define = |kind, name: &str| {
             defined.push((kind, name.to_owned()));
             next += 1;
             Some(next)
-        });
-        assert_eq!(registry.id(Kind::Counter, "a"), Some(11));
-        assert_eq!(registry.id(Kind::Counter, "a"), Some(11));
-        assert_eq!(registry.id(Kind::Gauge, "b"), Some(12));
-        drop(registry);
+        };
+        assert_eq!(registry.id(Kind::Counter, "a", &mut define), Some(11));
+        assert_eq!(registry.id(Kind::Counter, "a", &mut define), Some(11));
+        assert_eq!(registry.id(Kind::Gauge, "b", &mut define), Some(12));
         assert_eq!(defined.len(), 2);
     }
 
     #[test]
     fn refused_definitions_are_retried_later() {
         let mut calls = 0;
-        let mut registry = Registry::new(|_, _: &str| {
+        let mut registry = Registry::default();
+        let mut define = |_, _: &str| {
             calls += 1;
             (calls > 1).then_some(5)
-        });
-        assert_eq!(registry.id(Kind::Counter, "a"), None);
-        assert_eq!(registry.id(Kind::Counter, "a"), Some(5));
+        };
+        assert_eq!(registry.id(Kind::Counter, "a", &mut define), None);
+        assert_eq!(registry.id(Kind::Counter, "a", &mut define), Some(5));
     }
 }

@@ -235,6 +235,108 @@ fn snapshots_are_filtered_and_cached_per_view() {
     assert_eq!(again.as_ptr(), frame.as_ptr(), "served from the cache");
 }
 
+/// Every frame the hub renders, read back as a client reads it: the wire module's SSE reader
+/// and event types, each policy parsed on its own and compiled (as the Wasm plugin does).
+#[test]
+fn frames_parse_as_the_shared_wire_types() {
+    use boifi_policy::wire::{sse as wire_sse, EventKind, SnapshotData};
+    use boifi_policy::{compile, Policy};
+
+    let hub = hub_with(Settings::default());
+    let policies: BTreeMap<_, _> = [("a", "reviews"), ("b", "ratings")]
+        .into_iter()
+        .map(|(name, service)| (name.to_owned(), view(name, service, 3)))
+        .collect();
+    hub.commit(
+        3,
+        false,
+        Arc::new(policies.clone()),
+        vec![],
+        true,
+        Instant::now(),
+    );
+    let old = policies["a"].clone();
+    let deltas = vec![
+        put("a", "ratings", 4, Some(old)),
+        Delta::Halt(true),
+        Delta::Policy {
+            name: "b".into(),
+            new: None,
+            old: Some(policies["b"].clone()),
+        },
+    ];
+    hub.commit(
+        4,
+        true,
+        Arc::new(BTreeMap::new()),
+        deltas,
+        false,
+        Instant::now(),
+    );
+    let read = |frame: &Bytes, kind: EventKind| {
+        let text = std::str::from_utf8(frame).unwrap().to_owned();
+        wire_sse::last_event_data(&text, kind.name()).expect("one event of its kind")
+    };
+
+    let snapshot = hub.open_stream(&Filter::default(), Some(1)).unwrap().frames;
+    let [(EventKind::Snapshot, frame)] = &snapshot[..] else {
+        panic!("a snapshot: {snapshot:?}");
+    };
+    let data = read(frame, EventKind::Snapshot);
+    let raw: SnapshotData<&RawValue> = serde_json::from_str(&data).unwrap();
+    assert_eq!((raw.revision, raw.halted, raw.policies.len()), (4, true, 0));
+    let start = hub.open_stream(&filter(Some("ratings")), Some(3)).unwrap();
+    let kinds: Vec<EventKind> = start.frames.iter().map(|(kind, _)| *kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Policy, EventKind::Halt, EventKind::Delete]
+    );
+    let policy: Policy =
+        serde_json::from_str(&read(&start.frames[0].1, EventKind::Policy)).unwrap();
+    assert_eq!(policy.spec.selector.service.as_deref(), Some("ratings"));
+    compile(&policy).expect("a valid policy");
+    let halt: HaltData = serde_json::from_str(&read(&start.frames[1].1, EventKind::Halt)).unwrap();
+    assert_eq!(halt, HaltData { halted: true });
+    let delete: DeleteData =
+        serde_json::from_str(&read(&start.frames[2].1, EventKind::Delete)).unwrap();
+    assert_eq!(delete.name, "b");
+
+    // A snapshot with policies: the cached per-policy JSON spliced into the shared envelope
+    // is exactly what serializing the typed snapshot gives, and reads back policy by policy.
+    let hub = hub_with(Settings::default());
+    hub.commit(
+        3,
+        false,
+        Arc::new(policies.clone()),
+        vec![],
+        true,
+        Instant::now(),
+    );
+    let frame = hub.open_stream(&Filter::default(), None).unwrap().frames[0]
+        .1
+        .clone();
+    let data = read(&frame, EventKind::Snapshot);
+    let typed = SnapshotData {
+        revision: 3,
+        halted: false,
+        policies: policies
+            .values()
+            .map(|view| serde_json::from_str::<Policy>(view.json.get()).unwrap())
+            .collect::<Vec<Policy>>(),
+    };
+    assert_eq!(data, serde_json::to_string(&typed).unwrap());
+    let raw: SnapshotData<&RawValue> = serde_json::from_str(&data).unwrap();
+    let names: Vec<String> = raw
+        .policies
+        .iter()
+        .map(|json| {
+            let policy: Policy = serde_json::from_str(json.get()).unwrap();
+            compile(&policy).expect("a valid policy").name().to_owned()
+        })
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
 #[tokio::test]
 async fn live_entries_follow_the_start_without_gap_or_duplicate() {
     let hub = hub_with_history(Settings::default());

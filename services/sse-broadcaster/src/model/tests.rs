@@ -11,7 +11,7 @@ fn put(revision: u64, stored: StoredPolicy) -> WatchEvent {
 }
 
 fn rules_of(view: &PolicyView) -> usize {
-    let policy: Policy = serde_json::from_slice(&view.json).expect("effective JSON parses");
+    let policy: Policy = serde_json::from_str(view.json.get()).expect("effective JSON parses");
     assert_eq!(
         policy.spec.rules.len(),
         policy.status.as_ref().expect("status").rules.len()
@@ -28,7 +28,7 @@ fn effective_removes_expired_rules_and_stamps_the_revision() {
     assert_eq!(rules_of(&effective(&stored, 999).unwrap()), 3);
     let view = effective(&stored, 1_000).unwrap();
     assert_eq!(rules_of(&view), 2);
-    let policy: Policy = serde_json::from_slice(&view.json).unwrap();
+    let policy: Policy = serde_json::from_str(view.json.get()).unwrap();
     let status = policy.status.unwrap();
     assert_eq!(status.revision, 42);
     assert_eq!(status.rules[1].expires_at_ms, Some(2_000));

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use boifi_policy::wire::MAX_QUERY_LEN;
 use prometheus::Registry;
 
 use super::*;
@@ -84,6 +85,179 @@ fn bad_queries_name_every_field() {
     assert!(unknown[0].message.contains("servce"), "{unknown:?}");
     assert_eq!(fields("service=a&service=b"), ["query"]);
     assert_eq!(fields(&"a".repeat(MAX_QUERY_LEN + 1)), ["query"]);
+}
+
+/// The parser this crate had before the query moved into `boifi_policy::wire`, kept as an
+/// oracle: actix's form decoding into a strict serde struct, then the same checks.
+mod before {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawQuery {
+        namespace: Option<String>,
+        service: Option<String>,
+        labels: Option<String>,
+        mode: Option<String>,
+        last_event_id: Option<String>,
+        revision: Option<String>,
+        wait_ms: Option<String>,
+    }
+
+    pub(super) fn parse_request(
+        query: &str,
+        last_event_id: Option<&[u8]>,
+        settings: &Settings,
+    ) -> Result<StreamRequest, Vec<FieldProblem>> {
+        if query.len() > MAX_QUERY_LEN {
+            return Err(vec![FieldProblem::new(
+                "query",
+                format!("longer than {MAX_QUERY_LEN} bytes"),
+            )]);
+        }
+        let raw = web::Query::<RawQuery>::from_query(query)
+            .map_err(|err| {
+                let cause = match &err {
+                    actix_web::error::QueryPayloadError::Deserialize(cause) => cause.to_string(),
+                    other => other.to_string(),
+                };
+                vec![FieldProblem::new("query", cause)]
+            })?
+            .into_inner();
+        let mut problems = Vec::new();
+        let filter = Filter::parse(
+            raw.namespace.as_deref(),
+            raw.service.as_deref(),
+            raw.labels.as_deref(),
+        )
+        .map_err(|found| problems.extend(found))
+        .ok();
+        let mut number = |field: &'static str, value: Option<String>| {
+            let value = value?;
+            match value.parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    problems.push(FieldProblem::new(
+                        field,
+                        format!(
+                            "expected a whole number, found `{}`",
+                            value.escape_default()
+                        ),
+                    ));
+                    None
+                }
+            }
+        };
+        let from_last_event_id = number("last_event_id", raw.last_event_id);
+        let from_revision = number("revision", raw.revision);
+        let wait_ms = number("wait_ms", raw.wait_ms);
+        if let (Some(a), Some(b)) = (from_last_event_id, from_revision) {
+            if a != b {
+                problems.push(FieldProblem::new(
+                    "revision",
+                    "differs from last_event_id; give one of them",
+                ));
+            }
+        }
+        let header = last_event_id
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        let resume = header.or(from_last_event_id).or(from_revision);
+        let poll = match raw.mode.as_deref() {
+            None | Some("stream") => false,
+            Some("poll") => true,
+            Some(other) => {
+                problems.push(FieldProblem::new(
+                    "mode",
+                    format!(
+                        "expected `stream` or `poll`, found `{}`",
+                        other.escape_default()
+                    ),
+                ));
+                false
+            }
+        };
+        if wait_ms.is_some() && !poll {
+            problems.push(FieldProblem::new("wait_ms", "only allowed with mode=poll"));
+        }
+        let Some(filter) = filter.filter(|_| problems.is_empty()) else {
+            return Err(problems);
+        };
+        Ok(if poll {
+            let wait = wait_ms.map_or(settings.poll_wait, Duration::from_millis);
+            StreamRequest::Poll {
+                filter,
+                revision: resume,
+                wait: wait.min(settings.poll_max_wait),
+            }
+        } else {
+            StreamRequest::Stream { filter, resume }
+        })
+    }
+}
+
+#[test]
+fn the_shared_parser_answers_as_the_old_one_did() {
+    let settings = Settings::default();
+    let long_label = format!("labels=k:{}", "v".repeat(400));
+    let many_labels = format!(
+        "labels={}",
+        (0..70)
+            .map(|i| format!("k{i}:v"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let too_long = format!("namespace={}", "n".repeat(MAX_QUERY_LEN));
+    let queries = [
+        "",
+        "&",
+        "&&namespace=demo&&",
+        "namespace",
+        "namespace=",
+        "namespace=*&service=*",
+        "namespace=demo&service=reviews&labels=app:reviews,version:v2",
+        "mode=poll&wait_ms=30000&revision=42&namespace=demo%20ns&service=reviews&labels=app:reviews",
+        "mode=poll&wait_ms=99999999999",
+        "mode=poll&revision=5&last_event_id=5",
+        "revision=5&last_event_id=6",
+        "mode=stream&wait_ms=1",
+        "mode=push&revision=x&wait_ms=-1&labels=v2",
+        "mode=Poll",
+        "mode=p%0Aoll",
+        "servce=x",
+        "mode=push&servce=x",
+        "Namespace=demo",
+        "na%6Despace=demo",
+        "namespace=a+b%2Bc%zz%4",
+        "namespace=%ff%fe",
+        "namespace=%00",
+        "service=a&service=b",
+        "service=a&servce=b&service=c",
+        "labels=",
+        "labels=:v",
+        "labels=a:1,a:2",
+        "labels=a:1,,b:2",
+        "labels=a%3A1%2Cb%3A2",
+        "namespace=a=b=c",
+        "=x",
+        "revision=%2B5",
+        "revision=+5",
+        "revision=18446744073709551616",
+        "last_event_id=007",
+        long_label.as_str(),
+        many_labels.as_str(),
+        too_long.as_str(),
+    ];
+    for query in queries {
+        for header in [None, Some(&b"9"[..]), Some(&b" 12 "[..]), Some(&b"x"[..])] {
+            assert_eq!(
+                parse_request(query, header, &settings),
+                before::parse_request(query, header, &settings),
+                "{query:?} with Last-Event-ID {header:?}"
+            );
+        }
+    }
 }
 
 fn loaded_hub(client_buffer: usize) -> Arc<Hub> {

@@ -8,10 +8,10 @@ use prometheus::Registry;
 use tokio::sync::{broadcast, mpsc};
 
 use super::*;
-use crate::filter::Filter;
 use crate::hub::RingItem;
 use crate::metrics::Metrics;
 use crate::test_support::{policy, stored};
+use boifi_policy::wire::Filter;
 
 type Live = mpsc::UnboundedSender<Result<WatchEvent, StoreError>>;
 
@@ -206,7 +206,7 @@ async fn next(ring: &mut broadcast::Receiver<RingItem>) -> (u64, String) {
         .or(json["name"].as_str())
         .map(str::to_owned)
         .unwrap_or_else(|| json["halted"].to_string());
-    (entry.revision, format!("{} {what}", kind.label()))
+    (entry.revision, format!("{} {what}", kind.name()))
 }
 
 #[tokio::test]

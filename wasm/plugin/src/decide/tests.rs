@@ -297,6 +297,45 @@ fn selector_filters_and_names_order_policies() {
 }
 
 #[test]
+fn policies_sort_by_name_stably_whatever_the_input_order() {
+    let statuses = |set: &PolicySet| -> Vec<(String, u16)> {
+        set.policies()
+            .iter()
+            .map(|p| {
+                let status = p.rules()[0].fault().abort().map_or(0, |a| a.status());
+                (p.name().to_owned(), status)
+            })
+            .collect()
+    };
+    let abort = |name: &str, status: u16| {
+        policy(json!({
+            "metadata": {"name": name},
+            "spec": {"rules": [{"fault": {"abort": {"httpStatus": status}}}]}
+        }))
+    };
+    let set = set(vec![
+        abort("d", 500),
+        abort("b", 501),
+        abort("c", 502),
+        abort("b", 503),
+        abort("a", 504),
+        abort("b", 505),
+    ]);
+    let expected = [
+        ("a", 504),
+        ("b", 501),
+        ("b", 503),
+        ("b", 505),
+        ("c", 502),
+        ("d", 500),
+    ];
+    assert_eq!(
+        statuses(&set),
+        expected.map(|(n, s)| (n.to_owned(), s)).to_vec()
+    );
+}
+
+#[test]
 fn plan_from_another_set_finds_nothing() {
     let plan = FaultPlan {
         policy: 3,

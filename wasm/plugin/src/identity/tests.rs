@@ -194,7 +194,7 @@ fn truncated_label_encodings_never_panic() {
 fn mutated_label_encodings_never_panic() {
     for (seed, encoded) in [(1, pairs(&LABELS, 3)), (2, protobuf_struct(&LABELS))] {
         let mut rejected = 0;
-        for mutant in crate::garbage::mutants(&encoded, seed, 3_000) {
+        for mutant in crate::test_support::mutants(&encoded, seed, 3_000) {
             rejected += usize::from(assert_bounded(&mutant).is_err());
         }
         assert!(rejected > 1_000, "seed {seed}: only {rejected} rejected");

@@ -1,15 +1,18 @@
-//! Fetching policies from the sse-broadcaster in its long-poll mode.
+//! The long-poll client of the sse-broadcaster: when to poll, what to ask, what an answer
+//! means.
 //!
 //! A Wasm plugin only sees complete responses, so it asks
-//! `GET <stream_path>?mode=poll&revision=N&wait_ms=W&namespace=..&service=..`; the broadcaster
-//! answers at once with an `event: snapshot` when the client is behind, or after `wait_ms` with
-//! only a comment and an `id:`. [`Poller`] is the state machine around that: when the next poll
-//! is due, what to ask, and what a response means. On failure it backs off exponentially with
-//! jitter (thousands of sidecars must not reconnect in lockstep) and the caller keeps the last
-//! good policy set, so faults keep acting (until their expiry) while the control plane is away.
+//! `GET <stream_path>?mode=poll&wait_ms=W&revision=N&namespace=..&service=..&labels=..` (the
+//! query is `boifi_policy::wire::StreamQuery`, the broadcaster's own parser's type); the
+//! broadcaster answers at once with an `event: snapshot` when the client is behind, or after
+//! `wait_ms` with only a comment and an `id:`. [`Poller`] is the state machine around that:
+//! when the next poll is due, what to ask, and what a response means. On failure it backs off
+//! exponentially with jitter (thousands of sidecars must not reconnect in lockstep) and the
+//! caller keeps the last good policy set, so faults keep acting (until their expiry) while the
+//! control plane is away.
 
+use boifi_policy::wire::{self, EventKind, Filter, Mode, SnapshotData, StreamQuery};
 use boifi_policy::{compile, CompiledPolicy, Policy, ValidationErrors, Workload};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::config::PluginConfig;
@@ -54,15 +57,6 @@ pub struct PolicyError {
     pub message: String,
 }
 
-#[derive(Deserialize)]
-struct RawSnapshot<'a> {
-    revision: u64,
-    #[serde(default)]
-    halted: bool,
-    #[serde(borrow, default)]
-    policies: Vec<&'a RawValue>,
-}
-
 /// What a poll response told us.
 #[derive(Debug)]
 pub enum PollOutcome {
@@ -92,10 +86,9 @@ pub struct Poller {
     timeout_ms: u64,
     backoff_min_ms: u64,
     backoff_max_ms: u64,
-    /// `&namespace=..&service=..&labels=..`, computed once from the identity.
-    filter_query: String,
-    /// Revision of the last snapshot applied; `None` before the first.
-    revision: Option<u64>,
+    /// The next poll's query: the filter is computed once from the identity; `revision` is
+    /// that of the last snapshot applied (`None` before the first).
+    query: StreamQuery,
     failures: u32,
     state: State,
 }
@@ -124,8 +117,14 @@ impl Poller {
             timeout_ms: config.poll_wait_ms + config.poll_timeout_margin_ms,
             backoff_min_ms: config.backoff_min_ms,
             backoff_max_ms: config.backoff_max_ms,
-            filter_query: filter_query(workload, labels_known),
-            revision: None,
+            query: StreamQuery {
+                filter: Filter::for_workload(workload, labels_known),
+                mode: Mode::Poll,
+                wait_ms: Some(config.poll_wait_ms),
+                // Without a revision the broadcaster sends its snapshot at once.
+                revision: None,
+                last_event_id: None,
+            },
             failures: 0,
             state: State::Waiting { due_ms: now_ms },
         }
@@ -137,13 +136,13 @@ impl Poller {
     }
 
     pub fn revision(&self) -> Option<u64> {
-        self.revision
+        self.query.revision
     }
 
     /// Takes the revision of a snapshot another VM fetched, so a poll from here (should this
     /// VM lead) waits for changes after it.
     pub fn adopt(&mut self, revision: u64) {
-        self.revision = Some(revision);
+        self.query.revision = Some(revision);
     }
 
     /// True when a poll should be sent now.
@@ -162,18 +161,8 @@ impl Poller {
 
     /// The request for the next poll, filtered to this workload.
     pub fn request(&self) -> PollRequest {
-        let mut path = format!(
-            "{}?mode=poll&wait_ms={}",
-            self.stream_path, self.poll_wait_ms
-        );
-        // Without a revision the broadcaster sends its snapshot at once.
-        if let Some(revision) = self.revision {
-            path.push_str("&revision=");
-            path.push_str(&revision.to_string());
-        }
-        path.push_str(&self.filter_query);
         PollRequest {
-            path,
+            path: format!("{}?{}", self.stream_path, self.query.encode()),
             timeout_ms: self.timeout_ms,
         }
     }
@@ -241,7 +230,7 @@ impl Poller {
             Ok(result) => {
                 self.failures = 0;
                 if let PollOutcome::Snapshot(snapshot) = result {
-                    self.revision = Some(snapshot.revision);
+                    self.query.revision = Some(snapshot.revision);
                 }
                 // An unchanged answer that came back long before the wait ran out means the
                 // server does not hold polls: pace ourselves instead of spinning.
@@ -276,55 +265,20 @@ fn interpret(status: Option<&str>, body: &[u8]) -> Result<PollOutcome, FetchErro
         return Err(FetchError::TooLarge(body.len()));
     }
     let text = std::str::from_utf8(body).map_err(|_| FetchError::Parse("not UTF-8".into()))?;
-    match last_snapshot_data(text) {
+    match snapshot_data(text) {
         None => Ok(PollOutcome::Unchanged),
         Some(data) => parse_snapshot(data).map(PollOutcome::Snapshot),
     }
 }
 
-/// The data of the last `snapshot` event in a complete SSE body. Comments, `id:`, `retry:` and
-/// other event types are skipped; multi-line data is joined with `\n` as the SSE spec says.
-pub fn last_snapshot_data(body: &str) -> Option<String> {
-    let mut found = None;
-    let mut event = String::new();
-    let mut data: Option<String> = None;
-    // A body cut without a final blank line still ends its last event: the response is complete.
-    for line in body.lines().chain(std::iter::once("")) {
-        if line.is_empty() {
-            if event == "snapshot" {
-                if let Some(d) = data.take() {
-                    found = Some(d);
-                }
-            }
-            event.clear();
-            data = None;
-            continue;
-        }
-        if line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line, ""),
-        };
-        match field {
-            "event" => value.clone_into(&mut event),
-            "data" => match &mut data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(value);
-                }
-                None => data = Some(value.to_owned()),
-            },
-            _ => {}
-        }
-    }
-    found
+/// The data of the last `snapshot` event in a complete SSE body.
+pub fn snapshot_data(body: &str) -> Option<String> {
+    wire::sse::last_event_data(body, EventKind::Snapshot.name())
 }
 
 /// Parses snapshot data; each policy is parsed and compiled on its own.
 pub fn parse_snapshot(data: String) -> Result<Snapshot, FetchError> {
-    let raw: RawSnapshot<'_> =
+    let raw: SnapshotData<&RawValue> =
         serde_json::from_str(&data).map_err(|e| FetchError::Parse(format!("snapshot: {e}")))?;
     let policies = raw
         .policies
@@ -356,53 +310,6 @@ fn compile_one(index: usize, json: &str) -> Result<CompiledPolicy, PolicyError> 
         policy: policy.metadata.name.clone(),
         message: e.to_string(),
     })
-}
-
-/// The broadcaster's filter parameters for this workload. It may only narrow what we receive
-/// to what can apply to us, so anything uncertain is left out: the service name goes with the
-/// complete label set (a policy may select us by our `app` label instead), and labels are sent
-/// only when they were read and fit the `key:value,...` syntax.
-fn filter_query(workload: &Workload, labels_known: bool) -> String {
-    let mut query = String::new();
-    if !workload.namespace.is_empty() {
-        query.push_str("&namespace=");
-        push_encoded(&mut query, &workload.namespace);
-    }
-    let labels_sendable = labels_known
-        && workload
-            .labels
-            .iter()
-            .all(|(k, v)| !(k.is_empty() || k.contains([',', ':']) || v.contains([',', ':'])));
-    if !labels_sendable {
-        return query;
-    }
-    if !workload.name.is_empty() {
-        query.push_str("&service=");
-        push_encoded(&mut query, &workload.name);
-    }
-    if !workload.labels.is_empty() {
-        query.push_str("&labels=");
-        for (i, (key, value)) in workload.labels.iter().enumerate() {
-            if i > 0 {
-                query.push(',');
-            }
-            push_encoded(&mut query, key);
-            query.push(':');
-            push_encoded(&mut query, value);
-        }
-    }
-    query
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn push_encoded(out: &mut String, value: &str) {
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
 }
 
 #[cfg(test)]

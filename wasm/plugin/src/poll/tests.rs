@@ -231,22 +231,6 @@ fn bad_bodies_are_errors_and_bad_policies_are_skipped() {
 }
 
 #[test]
-fn sse_parsing_follows_the_spec() {
-    // Last snapshot wins; CRLF; multi-line data; other events and fields ignored; a body that
-    // ends without a blank line still ends its event.
-    let body = "retry: 1000\r\nevent: snapshot\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n\
-                event: other\ndata: x\n\n:comment\nevent: snapshot\ndata:second";
-    assert_eq!(last_snapshot_data(body).as_deref(), Some("second"));
-    assert_eq!(
-        last_snapshot_data("event: snapshot\ndata: {\"a\":\ndata: 1}\n\n").as_deref(),
-        Some("{\"a\":\n1}")
-    );
-    assert_eq!(last_snapshot_data("data: no event type\n\n"), None);
-    assert_eq!(last_snapshot_data("event: snapshot\n\n"), None, "no data");
-    assert_eq!(last_snapshot_data(""), None);
-}
-
-#[test]
 fn too_many_policies_are_cut() {
     let policies = vec![POLICY; MAX_POLICIES + 2];
     let data = format!(
@@ -321,7 +305,7 @@ fn mutated_bodies_never_panic() {
         ],
     );
     let (mut errors, mut snapshots) = (0, 0);
-    for mutant in crate::garbage::mutants(body.as_bytes(), 11, 3_000) {
+    for mutant in crate::test_support::mutants(body.as_bytes(), 11, 3_000) {
         match assert_handled(&mutant) {
             Err(_) => errors += 1,
             Ok(PollOutcome::Snapshot(_)) => snapshots += 1,
@@ -336,7 +320,7 @@ fn mutated_bodies_never_panic() {
 
 #[test]
 fn hostile_snapshots_are_errors_or_skipped_policies() {
-    let deep = crate::garbage::nested(10_000);
+    let deep = crate::test_support::nested(10_000);
     // The snapshot itself too deep, or numbers no revision can hold: the whole body fails.
     for data in [
         deep.clone(),
