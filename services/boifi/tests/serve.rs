@@ -47,14 +47,22 @@ fn create_and_poll(base: &str, service: &str) -> String {
         .send_json(example_policy())
         .expect("POST /v1/policies");
     assert_eq!(res.status(), 201, "policy created");
-    let mut res = agent
-        .get(format!(
-            "{base}/v1/config/stream?mode=poll&namespace=demo&service={service}"
-        ))
-        .call()
-        .expect("poll the stream");
-    assert_eq!(res.status(), 200);
-    res.body_mut().read_to_string().expect("poll body")
+    // The broadcaster learns of the write from the store's watch, a moment after the API
+    // answered: poll until its snapshot is at least as new as the write.
+    let mut body = String::new();
+    let caught_up = boifi_tests::wait_until(std::time::Instant::now() + DEADLINE, || {
+        let mut res = agent
+            .get(format!(
+                "{base}/v1/config/stream?mode=poll&namespace=demo&service={service}"
+            ))
+            .call()
+            .expect("poll the stream");
+        assert_eq!(res.status(), 200);
+        body = res.body_mut().read_to_string().expect("poll body");
+        !body.contains("\"revision\":0,")
+    });
+    assert!(caught_up, "the stream never showed the write: {body}");
+    body
 }
 
 #[test]
