@@ -72,6 +72,22 @@ fn demo_shows_the_example_fault_injected_and_everything_else_untouched() {
         row(&output, after, "ratings  GET /api/ratings")[..],
         [20, 20, 0, 0, 20]
     );
+    // Through a caller that retries as Istio does: the declared 50 % of 100 calls (99.9 %
+    // binomial bound: 50 +/- 16).
+    let caller = output
+        .lines()
+        .find_map(|l| {
+            l.split_once("productpage -> reviews, GET /api/products with x-user: test: ")
+                .map(|(_, rest)| rest.to_owned())
+        })
+        .unwrap_or_else(|| panic!("caller line in:\n{output}"));
+    let failed: usize = caller
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("count in {caller:?}"));
+    assert!(caller.contains("of 100 calls failed"), "{caller}");
+    assert!((34..=66).contains(&failed), "{caller}");
     assert!(output.contains("curl -s http://127.0.0.1:"), "{output}");
     assert!(
         output.contains("curl -N 'http://127.0.0.1:") && output.contains("/v1/config/stream?"),

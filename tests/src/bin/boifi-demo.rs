@@ -12,6 +12,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use boifi_tests::envoy::{Envoy, LaunchOptions};
+use boifi_tests::http::http_request;
+use boifi_tests::istio::{caller_bootstrap, Pod};
 use boifi_tests::mesh::{ControlPlaneKind, Mesh, MeshBuilder, Outcomes, Req, WorkloadSpec};
 use clap::Parser;
 use serde_json::{json, Value};
@@ -95,6 +98,14 @@ fn run(args: &Args) -> Result<(), String> {
          ratings: 100 ms slower, still 200."
     );
 
+    println!("\n4. Through a caller's sidecar that retries like Istio's default (503 twice more, on the other replica):");
+    let (failed, calls) = caller_view(&mesh)?;
+    println!(
+        "   productpage -> reviews, GET /api/products with x-user: test: {failed} of {calls} calls \
+         failed\n   (request-keyed sampling: every retry of a faulted request is faulted again, so \
+         the caller sees the declared 50%, not 0.5^3 = 12.5%)"
+    );
+
     print_next_steps(&mesh);
     if args.once {
         return Ok(());
@@ -103,6 +114,62 @@ fn run(args: &Args) -> Result<(), String> {
     wait_for_signal()?;
     println!("stopping");
     Ok(())
+}
+
+/// Calls reviews through a sidecar of `productpage` with Istio's default retry policy, 10 at a
+/// time; how many of them failed with the plugin's abort.
+fn caller_view(mesh: &Mesh) -> Result<(usize, usize), String> {
+    const CALLS: usize = 100;
+    const PARALLEL: usize = 10;
+    let replicas: Vec<u16> = mesh
+        .workload("reviews")
+        .replicas()
+        .iter()
+        .map(|r| r.envoy().addr().port())
+        .collect();
+    let pod = Pod::of_deployment(
+        "demo",
+        "productpage",
+        &[("app".into(), "productpage".into())],
+        0,
+    );
+    let options = LaunchOptions {
+        concurrency: 1,
+        cpus: None,
+    };
+    let caller = Envoy::start_with(&options, |ports, _| {
+        Ok(caller_bootstrap(
+            &pod,
+            "reviews.demo.svc.cluster.local",
+            &replicas,
+            ports.listen,
+            ports.admin,
+        )
+        .to_string())
+    });
+    let failed = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..PARALLEL)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..CALLS / PARALLEL)
+                        .filter(|_| {
+                            http_request(
+                                caller.addr(),
+                                "GET",
+                                "/api/products",
+                                &[("x-user", "test")],
+                                None,
+                                Duration::from_secs(10),
+                            )
+                            .is_ok_and(|r| r.header("x-boifi-fault") == Some("reviews-abort"))
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+    });
+    Ok((failed, CALLS))
 }
 
 /// The requests of each results row: (label, workload, request).
