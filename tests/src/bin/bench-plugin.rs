@@ -107,14 +107,22 @@ enum Variant {
     Fault,
     Plugin0,
     Plugin100,
+    /// One policy matching every request at a share so small it never faults, so each request
+    /// pays the draw: keyed by `x-request-id` (read from the request, hashed) ...
+    DrawRequest,
+    /// ... or per attempt (the VM's random number): the difference is the cost of reading and
+    /// hashing `x-request-id`.
+    DrawAttempt,
 }
 
 impl Variant {
-    const ALL: [Variant; 4] = [
+    const ALL: [Variant; 6] = [
         Variant::Base,
         Variant::Fault,
         Variant::Plugin0,
         Variant::Plugin100,
+        Variant::DrawRequest,
+        Variant::DrawAttempt,
     ];
 
     fn name(self) -> &'static str {
@@ -123,6 +131,8 @@ impl Variant {
             Variant::Fault => "native fault filter, idle",
             Variant::Plugin0 => "plugin, 0 policies",
             Variant::Plugin100 => "plugin, --policies loaded, none matching",
+            Variant::DrawRequest => "plugin, 1 matching policy, drawn by x-request-id",
+            Variant::DrawAttempt => "plugin, 1 matching policy, drawn per attempt",
         }
     }
 
@@ -130,6 +140,8 @@ impl Variant {
     fn workload(self) -> &'static str {
         match self {
             Variant::Plugin100 => "loaded",
+            Variant::DrawRequest => "draw-request",
+            Variant::DrawAttempt => "draw-attempt",
             _ => "idle",
         }
     }
@@ -222,7 +234,9 @@ fn render(variant: Variant, plugin: &str, listen: u16, admin: u16, broadcaster: 
     let filters = match variant {
         Variant::Base => "",
         Variant::Fault => FAULT_FILTER,
-        Variant::Plugin0 | Variant::Plugin100 => PLUGIN_FILTER,
+        Variant::Plugin0 | Variant::Plugin100 | Variant::DrawRequest | Variant::DrawAttempt => {
+            PLUGIN_FILTER
+        }
     };
     CONFIG
         .replace("{{FILTERS}}", filters)
@@ -293,12 +307,37 @@ fn loaded_policies(n: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The draw variants' policies: they match the benchmark's requests, but one request in 10^8
+/// faults, so every request is sampled and (practically) none is faulted.
+fn draw_policies() -> Vec<serde_json::Value> {
+    [
+        (Variant::DrawRequest, "request"),
+        (Variant::DrawAttempt, "attempt"),
+    ]
+    .into_iter()
+    .map(|(variant, sampling)| {
+        json!({
+            "metadata": {"name": variant.workload()},
+            "spec": {
+                "sampling": sampling,
+                "selector": {"namespace": "bench", "service": variant.workload()},
+                "rules": [{"match": {"path": {"exact": "/bench"}},
+                           "fault": {"percentage": 0.000001, "abort": {"httpStatus": 503}}}]
+            }
+        })
+    })
+    .collect()
+}
+
 type CostSamples = BTreeMap<Variant, Vec<Sample>>;
 
 fn measure_cost(args: &Args) -> Result<CostSamples, String> {
     let control = ControlPlane::start(ControlPlaneKind::Serve, None)?;
     let mut last_revision = 0;
-    for policy in loaded_policies(args.policies) {
+    for policy in loaded_policies(args.policies)
+        .into_iter()
+        .chain(draw_policies())
+    {
         last_revision = control.put_policy(&policy)?.revision;
     }
     let broadcaster = control.stream_addr().port();
@@ -310,6 +349,7 @@ fn measure_cost(args: &Args) -> Result<CostSamples, String> {
         let expected = match variant {
             Variant::Plugin100 => Some(args.policies as u64),
             Variant::Plugin0 => Some(0),
+            Variant::DrawRequest | Variant::DrawAttempt => Some(1),
             _ => None,
         };
         if let Some(expected) = expected {
@@ -598,6 +638,12 @@ fn report(args: &Args, plugin_size: u64, cost: &CostSamples, propagation: &Propa
     );
     println!("plugin-100 added p99 over base: {added_p99:+.1} us (budget < 1000 us, aim < 50 us)");
     println!(
+        "reading and hashing x-request-id for a draw: {:+.2} us Envoy CPU per request, {:+.1} / {:+.1} us p50 / p99 (x-request-id vs per-attempt draw)",
+        added(Variant::DrawRequest, Variant::DrawAttempt, cpu),
+        added(Variant::DrawRequest, Variant::DrawAttempt, |s| s.p50_us),
+        added(Variant::DrawRequest, Variant::DrawAttempt, |s| s.p99_us)
+    );
+    println!(
         "\n### Propagation ({} changes, {} sidecars, plugin defaults)\n",
         propagation.all.len(),
         propagation.sidecars
@@ -675,7 +721,10 @@ mod tests {
             let expected = match variant {
                 Variant::Base => (false, false),
                 Variant::Fault => (false, true),
-                Variant::Plugin0 | Variant::Plugin100 => (true, false),
+                Variant::Plugin0
+                | Variant::Plugin100
+                | Variant::DrawRequest
+                | Variant::DrawAttempt => (true, false),
             };
             assert_eq!((wasm, fault), expected, "{variant:?}");
         }
