@@ -25,13 +25,14 @@
 //! `cargo build --release --bin boifi --bin bench-plugin && target/release/bench-plugin`
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use boifi_tests::binaries::plugin_wasm;
 use boifi_tests::envoy::{Envoy, LaunchOptions, BROADCASTER_AUTHORITY, BROADCASTER_CLUSTER};
-use boifi_tests::http::KeepAliveClient;
 use boifi_tests::mesh::{ControlPlane, ControlPlaneKind, MeshBuilder, Req, WorkloadSpec};
 use boifi_tests::wait_until;
 use clap::builder::RangedU64ValueParser;
@@ -417,26 +418,78 @@ fn measure_one(envoy: &Envoy, args: &Args) -> Result<Sample, String> {
 }
 
 /// p50 and p99 in us of `n` sequential requests over one keep-alive connection.
+/// The benchmark's own client: `GET /bench` over one kept-alive connection, with Nagle off,
+/// reading exactly the answer's `content-length`. A general HTTP client (ureq) costs a few
+/// hundred us per request here, which would swamp the few us being measured.
+struct BenchClient {
+    conn: BufReader<TcpStream>,
+}
+
+impl BenchClient {
+    fn connect(envoy: &Envoy) -> Result<Self, String> {
+        let conn = TcpStream::connect(envoy.addr()).map_err(|e| format!("connect: {e}"))?;
+        conn.set_nodelay(true).map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        Ok(BenchClient {
+            conn: BufReader::new(conn),
+        })
+    }
+
+    /// One request; its status.
+    fn get(&mut self) -> Result<u16, String> {
+        const REQUEST: &[u8] = b"GET /bench HTTP/1.1\r\nhost: bench\r\nx-user: bench\r\n\r\n";
+        self.conn
+            .get_mut()
+            .write_all(REQUEST)
+            .map_err(|e| format!("send: {e}"))?;
+        let mut line = String::new();
+        let (mut status, mut length) = (0u16, 0usize);
+        loop {
+            line.clear();
+            let n = self
+                .conn
+                .read_line(&mut line)
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some(rest) = header.strip_prefix("HTTP/1.1 ") {
+                status = rest.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            } else if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().map_err(|_| "bad content-length")?;
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.conn
+            .read_exact(&mut body)
+            .map_err(|e| format!("body: {e}"))?;
+        Ok(status)
+    }
+}
+
 fn latency(envoy: &Envoy, n: usize) -> Result<(f64, f64), String> {
     pin_current_thread(LOAD_CPU)?;
-    let client = KeepAliveClient::new(envoy.addr(), TIMEOUT);
-    let send = |client: &KeepAliveClient| -> Result<Duration, String> {
+    let mut client = BenchClient::connect(envoy)?;
+    let mut send = || -> Result<Duration, String> {
         let start = Instant::now();
-        let r = client
-            .request("GET", "/bench", &[("x-user", "bench")], None)
-            .map_err(|e| format!("request: {e}"))?;
+        let status = client.get()?;
         let elapsed = start.elapsed();
-        if r.status != 200 {
-            return Err(format!("status {}", r.status));
+        if status != 200 {
+            return Err(format!("status {status}"));
         }
         Ok(elapsed)
     };
     for _ in 0..n / 10 {
-        send(&client)?;
+        send()?;
     }
-    let mut times = (0..n)
-        .map(|_| send(&client))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut times = (0..n).map(|_| send()).collect::<Result<Vec<_>, _>>()?;
     times.sort_unstable();
     let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
     Ok((at(0.50), at(0.99)))
@@ -452,14 +505,12 @@ fn throughput(envoy: &Envoy, seconds: u64) -> Result<(f64, f64), String> {
             .map(|_| {
                 scope.spawn(|| -> Result<(), String> {
                     pin_current_thread(LOAD_CPU)?;
-                    let client = KeepAliveClient::new(envoy.addr(), TIMEOUT);
+                    let mut client = BenchClient::connect(envoy)?;
                     started.fetch_add(1, Ordering::SeqCst);
                     while !stop.load(Ordering::Relaxed) {
-                        let r = client
-                            .request("GET", "/bench", &[("x-user", "bench")], None)
-                            .map_err(|e| format!("request: {e}"))?;
-                        if r.status != 200 {
-                            return Err(format!("status {}", r.status));
+                        let status = client.get()?;
+                        if status != 200 {
+                            return Err(format!("status {status}"));
                         }
                         served.fetch_add(1, Ordering::Relaxed);
                     }
