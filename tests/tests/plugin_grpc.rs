@@ -4,31 +4,20 @@
 //! trailers-only, `grpc-status` and `grpc-message`, plus the `x-boifi-fault` metadata.
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use boifi_sse_broadcaster::Settings;
+use boifi_tests::binaries::{repo_file, venv_python as python};
 use boifi_tests::envoy::{Envoy, EnvoyBuilder};
 use boifi_tests::process::Process;
 use boifi_tests::services::{deadline, Services};
 use boifi_tests::{free_port, wait_until};
 use serde_json::{json, Value};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
-/// The venv scripts/install-deps.sh fills (Envoy, grpcio).
-fn python() -> PathBuf {
-    repo_root().join("target/tools/venv/bin/python")
-}
-
 fn script() -> PathBuf {
-    repo_root().join("tests/grpc/health.py")
+    repo_file("tests/grpc/health.py")
 }
 
 /// A gRPC health server on loopback, stopped by PID on drop.

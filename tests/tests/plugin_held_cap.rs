@@ -33,16 +33,6 @@ fn flood(envoy: &Envoy, path: &str, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
-/// Envoy's heap in use (`/memory`, tcmalloc's allocated bytes).
-fn allocated(envoy: &Envoy) -> u64 {
-    let body = envoy.admin_get("/memory").expect("/memory");
-    let memory: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    memory["allocated"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("allocated")
-}
-
 /// Reads the answers of the connections that already got one, without waiting for held ones.
 fn answered_at_once(conns: &mut [TcpStream]) -> Vec<String> {
     conns
@@ -81,7 +71,7 @@ fn a_flood_holds_at_most_the_cap_and_the_rest_pass() {
                             "fault": {"delay": {"fixed_delay_ms": 20_000}}}]}
     }));
     assert!(wait_until(deadline(), || envoy.has_applied(revision)));
-    let before = allocated(&envoy);
+    let before = envoy.heap_allocated().expect("heap");
 
     let started = Instant::now();
     let mut conns = flood(&envoy, "/slow", FLOOD);
@@ -119,7 +109,7 @@ fn a_flood_holds_at_most_the_cap_and_the_rest_pass() {
     assert_eq!(answered_at_once(&mut capped).len(), 10);
     assert_eq!(envoy.stat("wasmcustom.boifi_held_requests"), Some(CAP));
 
-    let grown = allocated(&envoy).saturating_sub(before);
+    let grown = envoy.heap_allocated().expect("heap").saturating_sub(before);
     println!(
         "Envoy heap grew {} KiB while {FLOOD} requests flooded a route capped at {CAP}",
         grown / 1024

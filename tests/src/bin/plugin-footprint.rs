@@ -29,15 +29,6 @@ struct Args {
     rounds: usize,
 }
 
-fn allocated(envoy: &Envoy) -> Result<u64, String> {
-    let body = envoy.admin_get("/memory")?;
-    let memory: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    memory["allocated"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no allocated in {body}"))
-}
-
 fn rss(envoy: &Envoy) -> Result<u64, String> {
     let pid = envoy.pid().ok_or("Envoy has no PID")?;
     let status =
@@ -70,11 +61,11 @@ fn measure(concurrency: u32, rounds: usize) -> Result<(f64, f64, f64), String> {
         envoy.deliver_plugin(&stand_in)?;
         // Envoy frees a replaced filter's VMs on its main thread shortly after the swap.
         std::thread::sleep(Duration::from_millis(300));
-        let (without, rss_without) = (allocated(&envoy)?, rss(&envoy)?);
+        let (without, rss_without) = (envoy.heap_allocated()?, rss(&envoy)?);
         let start = Instant::now();
         envoy.deliver_plugin(&plugin)?;
         load_ms.push(start.elapsed().as_secs_f64() * 1000.0);
-        let with = allocated(&envoy)?;
+        let with = envoy.heap_allocated()?;
         kib_per_vm.push(with.saturating_sub(without) as f64 / 1024.0 / vms);
         rss_per_vm.push(rss(&envoy)?.saturating_sub(rss_without) as f64 / 1024.0 / vms);
     }
