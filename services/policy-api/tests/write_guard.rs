@@ -207,6 +207,19 @@ async fn writes_take_json_or_yaml_and_bodiless_writes_need_no_content_type() {
     reply.assert_error(415, "unsupported_media_type");
     assert_untouched(&app).await;
 
+    // A chunked body without a Content-Type is judged once read.
+    let reply = send(
+        &app,
+        TestRequest::post()
+            .uri("/v1/halt")
+            .insert_header(bearer(WRITER))
+            .insert_header((header::TRANSFER_ENCODING, "chunked"))
+            .set_payload("halt=1"),
+    )
+    .await;
+    reply.assert_error(415, "unsupported_media_type");
+    assert_untouched(&app).await;
+
     // Bodiless: the kill switch and a delete need nothing.
     let set = send(
         &app,

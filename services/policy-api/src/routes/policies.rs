@@ -43,11 +43,11 @@ pub struct PolicyList {
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
             description = "Policies per page, 1-1000; default 500"),
-        ("continue" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,63}$",
+        ("continue" = Option<String>, Query, pattern = "^(2d|3[0-9]|6[1-9a-f]|7[0-9a]){1,63}$",
             description = "The `continue` of the previous page"),
-        ("namespace" = Option<String>, Query, max_length = 253,
+        ("namespace" = Option<String>, Query, max_length = 253, pattern = "^[!-~]*$",
             description = "Only policies whose selector can match a workload in this namespace"),
-        ("service" = Option<String>, Query, max_length = 253,
+        ("service" = Option<String>, Query, max_length = 253, pattern = "^[!-~]*$",
             description = "Only policies whose selector can match a workload of this name"),
     ),
     responses(
@@ -84,7 +84,7 @@ pub async fn list_policies(
 
 #[utoipa::path(
     get, path = "/v1/policies/{name}", tag = "policies",
-    params(("name" = String, Path, description = "Policy name")),
+    params(("name" = String, Path, description = "Policy name", example = "reviews-abort")),
     responses(
         (status = 200, description = "The policy; `ETag` is its revision", body = Policy,
             headers(("ETag" = String, description = "Quoted store revision"))),
@@ -151,7 +151,7 @@ pub async fn create_policy(
     request_body(description = "The policy, JSON or YAML (one document); `metadata.name` must equal `name`",
         content((Policy = "application/json"), (Policy = "application/yaml"))),
     params(
-        ("name" = String, Path, description = "Policy name"),
+        ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
         ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
             description = "Write only if the stored revision is this one (the `ETag`, quotes optional)"),
         ("If-None-Match" = Option<String>, Header, pattern = r"^\*$",
@@ -188,7 +188,7 @@ pub async fn replace_policy(
 #[utoipa::path(
     delete, path = "/v1/policies/{name}", tag = "policies",
     params(
-        ("name" = String, Path, description = "Policy name"),
+        ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
         ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
             description = "Delete only if the stored revision is this one (the `ETag`, quotes optional)"),
     ),
@@ -209,6 +209,8 @@ pub async fn delete_policy(
     state: web::Data<AppState>,
     req: HttpRequest,
     name: web::Path<String>,
+    // Read only so that a body without Content-Type is refused as on every write; ignored.
+    _body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let precondition = match precondition(req.headers())? {
         Some(Precondition::Absent) => {

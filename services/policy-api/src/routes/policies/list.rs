@@ -41,6 +41,8 @@ impl ListQuery {
         let [limit, token, namespace, service] =
             read_query(query, &PARAMETERS).map_err(|problem| vec![problem])?;
         let mut problems = Vec::new();
+        let namespace = printable("namespace", namespace, &mut problems);
+        let service = printable("service", service, &mut problems);
         let filter = Filter::parse(namespace.as_deref(), service.as_deref(), None)
             .map_err(|found| problems.extend(found))
             .ok();
@@ -72,6 +74,24 @@ impl ListQuery {
             _ => Err(problems),
         }
     }
+}
+
+/// Kubernetes names are printable ASCII; the list takes nothing else (the stream's filter is
+/// more lenient, and says the rest). A value refused here is reported and not filtered on.
+fn printable(
+    field: &'static str,
+    value: Option<String>,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<String> {
+    let value = value?;
+    if value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(value);
+    }
+    problems.push(FieldProblem::new(
+        field,
+        "a name of printable ASCII characters (no spaces)",
+    ));
+    None
 }
 
 fn parse_limit(value: &str) -> Result<usize, FieldProblem> {
@@ -113,12 +133,14 @@ pub fn page<T>(
     (page, token)
 }
 
-/// The token for "after `name`": opaque to clients (they send it back as they got it).
+/// The token for "after `name`": opaque to clients (they send it back as they got it). Names
+/// are DNS labels, so a token is the hex of `[a-z0-9-]` bytes.
 fn encode_token(name: &str) -> String {
     name.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The name a token stands for; `None` for anything [`encode_token`] cannot have written.
+/// The name a token stands for; `None` for anything [`encode_token`] cannot have written
+/// (the OpenAPI document gives the same rule as a pattern, so a client can check it too).
 fn decode_token(token: &str) -> Option<String> {
     let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
     if token.is_empty()
@@ -130,9 +152,13 @@ fn decode_token(token: &str) -> Option<String> {
     }
     let bytes = (0..token.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok())
         .collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
+    let label_byte = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    bytes
+        .iter()
+        .all(label_byte)
+        .then(|| String::from_utf8(bytes).ok())?
 }
 
 #[cfg(test)]
