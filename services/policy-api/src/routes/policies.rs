@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use boifi_policy::{status, Format, Policy, ValidPolicy};
 use boifi_store::{Precondition, Revision, StoreError, StoredPolicy};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::auth::{Reader, Writer};
 use crate::error::ErrorBody;
@@ -26,6 +26,50 @@ use list::ListQuery;
 /// `created_at` is that of the policy replaced; when other writers keep getting in between,
 /// the last attempt writes unconditionally (last writer wins, as the client asked).
 const WRITE_ATTEMPTS: usize = 4;
+
+/// The optimistic-concurrency headers of `POST`/`PUT` ([`precondition`] reads them).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct WritePreconditions {
+    /// Write only if the stored revision is this one (the `ETag`, quotes optional).
+    #[param(rename = "If-Match", pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#)]
+    pub if_match: Option<String>,
+    /// `*`: write only if the name is new.
+    #[param(rename = "If-None-Match", pattern = r"^\*$")]
+    pub if_none_match: Option<String>,
+}
+
+/// What `POST` and `PUT` answer (for the OpenAPI document).
+#[derive(IntoResponses)]
+pub enum WriteResponses {
+    #[response(status = 201, description = "Created", headers(
+        ("ETag" = String, description = "Quoted store revision"),
+        ("Location" = String, description = "The new policy's path")))]
+    Created(Policy),
+    #[response(status = 200, description = "Replaced", headers(
+        ("ETag" = String, description = "Quoted store revision")))]
+    Replaced(Policy),
+    #[response(
+        status = 400,
+        description = "Every problem, with field paths (YAML syntax: field \"\", message \"line L, column C: ...\")"
+    )]
+    Invalid(ErrorBody),
+    #[response(status = 401, description = "Missing or unknown token")]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "Token is not a writer, or the request came from another origin"
+    )]
+    Forbidden(ErrorBody),
+    #[response(status = 409, description = "Precondition failed")]
+    Conflict(ErrorBody),
+    #[response(status = 413, description = "Body larger than 1 MiB")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "Body neither JSON nor YAML")]
+    UnsupportedMediaType(ErrorBody),
+    #[response(status = 503, description = "Store unavailable")]
+    Unavailable(ErrorBody),
+}
 
 /// `GET /v1/policies`: a page of policies.
 #[derive(Debug, Serialize, ToSchema)]
@@ -113,26 +157,8 @@ pub async fn get_policy(
     post, path = "/v1/policies", tag = "policies",
     request_body(description = "The policy, JSON or YAML (one document); `status` is ignored",
         content((Policy = "application/json"), (Policy = "application/yaml"))),
-    params(
-        ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
-            description = "Write only if the stored revision is this one (the `ETag`, quotes optional)"),
-        ("If-None-Match" = Option<String>, Header, pattern = r"^\*$",
-            description = "`*`: write only if the name is new"),
-    ),
-    responses(
-        (status = 201, description = "Created", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"),
-                ("Location" = String, description = "The new policy's path"))),
-        (status = 200, description = "Replaced", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"))),
-        (status = 400, description = "Every problem, with field paths (YAML syntax: field \"\", message \"line L, column C: ...\")", body = ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
-        (status = 403, description = "Token is not a writer, or the request came from another origin", body = ErrorBody),
-        (status = 409, description = "Precondition failed", body = ErrorBody),
-        (status = 413, description = "Body larger than 1 MiB", body = ErrorBody),
-        (status = 415, description = "Body neither JSON nor YAML", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
-    ),
+    params(WritePreconditions),
+    responses(WriteResponses),
     security(("bearer" = []))
 )]
 pub async fn create_policy(
@@ -152,25 +178,9 @@ pub async fn create_policy(
         content((Policy = "application/json"), (Policy = "application/yaml"))),
     params(
         ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
-        ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
-            description = "Write only if the stored revision is this one (the `ETag`, quotes optional)"),
-        ("If-None-Match" = Option<String>, Header, pattern = r"^\*$",
-            description = "`*`: write only if the name is new"),
+        WritePreconditions,
     ),
-    responses(
-        (status = 201, description = "Created", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"),
-                ("Location" = String, description = "The new policy's path"))),
-        (status = 200, description = "Replaced", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"))),
-        (status = 400, description = "Every problem, with field paths (YAML syntax: field \"\", message \"line L, column C: ...\")", body = ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
-        (status = 403, description = "Token is not a writer, or the request came from another origin", body = ErrorBody),
-        (status = 409, description = "Precondition failed", body = ErrorBody),
-        (status = 413, description = "Body larger than 1 MiB", body = ErrorBody),
-        (status = 415, description = "Body neither JSON nor YAML", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
-    ),
+    responses(WriteResponses),
     security(("bearer" = []))
 )]
 pub async fn replace_policy(
