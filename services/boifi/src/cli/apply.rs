@@ -1,0 +1,154 @@
+//! `boifi apply -f FILE|DIR|-`: create or update policies so the server holds what the files
+//! say.
+//!
+//! All or report: every document is checked offline first (the API's checks), and if any has
+//! a problem nothing is written. Then, policy by policy: absent on the server, it is created
+//! (`If-None-Match: *`); present and equal (without the server-owned `status`), it is left
+//! alone; different, it is replaced with `If-Match` on the revision just read, so a change
+//! someone made in between is reported rather than overwritten. A refusal of one policy is
+//! reported and the others go on, unless it would repeat for every policy (no token, wrong
+//! role, server unreachable).
+
+use clap::Args;
+use serde_json::Value;
+use ureq::http::Method;
+
+use super::client::{policy_path, Client, Connection, ConnectionArgs};
+use super::documents::{self, Source};
+use super::{CliError, Io};
+
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// YAML or JSON file, directory of .yaml/.yml/.json files, or - for stdin; repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub files: Vec<String>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// What apply did to one policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Configured => "configured",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+pub fn run(args: &ApplyArgs, vars: Vec<(String, String)>, io: &mut Io<'_>) -> Result<(), CliError> {
+    let sources: Vec<Source> = args
+        .files
+        .iter()
+        .map(|f| Source::from(f.as_str()))
+        .collect();
+    let documents = documents::read(&sources, io.stdin)?;
+    let policies = documents::valid_or_report(documents, io.err, "applied")?;
+    let client = Connection::resolve(&args.connection, None, vars)?.client();
+    let mut failed = 0;
+    for policy in &policies {
+        let name = policy.name();
+        match apply_one(&client, policy.policy()) {
+            Ok(outcome) => writeln!(io.out, "policy/{name} {}", outcome.as_str())?,
+            Err(e) if e.concerns_every_request() => return Err(e),
+            Err(e) => {
+                e.report_about(Some(&format!("policy/{name}")), io.err)?;
+                failed += 1;
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        n => Err(CliError::Reported(format!(
+            "{n} of {} policies not applied",
+            policies.len()
+        ))),
+    }
+}
+
+/// Brings one policy on the server to `policy`.
+fn apply_one(client: &Client, policy: &boifi_policy::Policy) -> Result<Outcome, CliError> {
+    let path = policy_path(&policy.metadata.name);
+    let wanted = serde_json::to_value(policy).map_err(|e| CliError::Protocol(e.to_string()))?;
+    let current = client.send(Method::GET, &path, &[], None)?;
+    let (precondition, outcome) = match current.status {
+        404 => (("If-None-Match", "*".to_owned()), Outcome::Created),
+        _ => {
+            let etag = current.etag.clone();
+            let current: Value = current.json()?;
+            if same_policy(&current, &wanted) {
+                return Ok(Outcome::Unchanged);
+            }
+            let revision = etag
+                .or_else(|| {
+                    current["status"]["revision"]
+                        .as_u64()
+                        .map(|r| r.to_string())
+                })
+                .ok_or_else(|| CliError::Protocol(format!("no revision for {path}")))?;
+            (("If-Match", revision), Outcome::Configured)
+        }
+    };
+    let body = serde_json::to_vec(&wanted).map_err(|e| CliError::Protocol(e.to_string()))?;
+    let reply = client.send(
+        Method::PUT,
+        &path,
+        &[(precondition.0, &precondition.1)],
+        Some(body),
+    )?;
+    match reply.status {
+        409 => Err(conflict(outcome, reply)),
+        _ => reply.success().map(|_| outcome),
+    }
+}
+
+/// A refused precondition: someone else wrote the policy between our read and our write.
+fn conflict(outcome: Outcome, reply: super::client::Reply) -> CliError {
+    let what = match outcome {
+        Outcome::Created => "it was created by someone else meanwhile",
+        _ => "it was changed on the server since it was read",
+    };
+    let server = super::error::ErrorReply::from_body(reply.status, &reply.body).message;
+    CliError::Reported(format!(
+        "not applied: {what} ({server}); nothing was overwritten, run apply again to replace it"
+    ))
+}
+
+/// True when the server's policy equals the wanted one, `status` aside.
+pub fn same_policy(current: &Value, wanted: &Value) -> bool {
+    let mut current = current.clone();
+    if let Some(object) = current.as_object_mut() {
+        object.remove("status");
+    }
+    current == *wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn status_does_not_count_as_a_difference() {
+        let wanted = json!({"metadata": {"name": "a"}, "spec": {"rules": []}});
+        let mut current = wanted.clone();
+        current["status"] = json!({"revision": 7});
+        assert!(same_policy(&current, &wanted));
+        current["spec"]["sampling"] = json!("attempt");
+        assert!(!same_policy(&current, &wanted));
+    }
+}
