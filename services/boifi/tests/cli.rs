@@ -428,3 +428,23 @@ fn watch_prints_each_change_and_reconnects() {
     assert!(watch.exited().is_none(), "watch keeps running");
     watch.stop();
 }
+
+#[test]
+fn the_documented_examples_are_valid_and_the_yaml_and_json_agree() {
+    let none: [(&str, &str); 0] = [];
+    let examples = ["reviews-abort.yaml", "ratings-delay.yaml", "reviews-abort.json"]
+        .map(|f| boifi_tests::binaries::repo_file(&format!("docs/examples/{f}")));
+    for file in &examples {
+        let run = boifi(&["validate", "-f", file.to_str().unwrap()], &none, None).expect(0);
+        assert!(run.stdout.contains(" valid ("), "{run}");
+    }
+    let parse = |file: &std::path::Path, format| {
+        let bytes = fs::read(file).unwrap();
+        boifi_policy::ValidPolicy::parse(&bytes, format, None).expect("valid")
+    };
+    assert_eq!(
+        parse(&examples[0], boifi_policy::Format::Yaml),
+        parse(&examples[2], boifi_policy::Format::Json),
+        "docs/examples/reviews-abort.yaml and .json hold the same policy"
+    );
+}
