@@ -70,11 +70,11 @@ fn run(args: &Args) -> Result<(), String> {
 
     let boifi = Cli::new(&mesh)?;
     println!("\n2. Applying the example policies with the boifi CLI:");
-    boifi.run(&["apply", "-f", EXAMPLE_FILE, "-f", DELAY_FILE])?;
     println!(
         "   reviews-abort: reviews v2, GET /api* with x-user: test, 50% -> 200 ms delay then 503\n   \
          ratings-delay: ratings, /api* -> 100 ms delay"
     );
+    boifi.run(&["apply", "-f", EXAMPLE_FILE, "-f", DELAY_FILE])?;
     mesh.wait_applied(boifi.revision("reviews-abort")?, &["reviews"])?;
     mesh.wait_applied(boifi.revision("ratings-delay")?, &["ratings"])?;
     boifi.run(&["get"])?;
