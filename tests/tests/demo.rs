@@ -102,9 +102,15 @@ fn demo_shows_the_example_fault_injected_and_everything_else_untouched() {
         .lines()
         .find(|l| l.trim_start().starts_with("NAME "))
         .unwrap_or_else(|| panic!("get's table:\n{output}"));
-    assert!(table.contains("SELECTOR") && table.contains("EXPIRY"), "{table}");
+    assert!(
+        table.contains("SELECTOR") && table.contains("EXPIRY"),
+        "{table}"
+    );
     // How to go on with the CLI: where the binary is, which server, what to type.
     assert!(output.contains("export PATH=\""), "{output}");
-    assert!(output.contains("export BOIFI_SERVER=http://127.0.0.1:"), "{output}");
+    assert!(
+        output.contains("export BOIFI_SERVER=http://127.0.0.1:"),
+        "{output}"
+    );
     assert!(output.contains("   boifi halt --reason"), "{output}");
 }

@@ -432,8 +432,12 @@ fn watch_prints_each_change_and_reconnects() {
 #[test]
 fn the_documented_examples_are_valid_and_the_yaml_and_json_agree() {
     let none: [(&str, &str); 0] = [];
-    let examples = ["reviews-abort.yaml", "ratings-delay.yaml", "reviews-abort.json"]
-        .map(|f| boifi_tests::binaries::repo_file(&format!("docs/examples/{f}")));
+    let examples = [
+        "reviews-abort.yaml",
+        "ratings-delay.yaml",
+        "reviews-abort.json",
+    ]
+    .map(|f| boifi_tests::binaries::repo_file(&format!("docs/examples/{f}")));
     for file in &examples {
         let run = boifi(&["validate", "-f", file.to_str().unwrap()], &none, None).expect(0);
         assert!(run.stdout.contains(" valid ("), "{run}");
@@ -447,4 +451,69 @@ fn the_documented_examples_are_valid_and_the_yaml_and_json_agree() {
         parse(&examples[2], boifi_policy::Format::Json),
         "docs/examples/reviews-abort.yaml and .json hold the same policy"
     );
+}
+
+/// Apply's write is conditional on what it read: a change made in between is reported, and
+/// nothing is overwritten.
+#[test]
+fn a_change_made_after_apply_read_the_policy_is_not_overwritten() {
+    use boifi::cli::apply::{plan, write, Step};
+    use boifi::cli::client::{Connection, ConnectionArgs};
+
+    let server = Server::start();
+    let url = server.url();
+    let env = [("BOIFI_SERVER", url.as_str())];
+    let mine = |percentage: u32| {
+        let text = TWO
+            .split("---")
+            .next()
+            .unwrap()
+            .replace("percentage: 50", &format!("percentage: {percentage}"));
+        boifi_policy::ValidPolicy::parse(text.as_bytes(), boifi_policy::Format::Yaml, None)
+            .expect("valid")
+            .into_policy()
+    };
+    let args = ConnectionArgs {
+        server: Some(url.clone()),
+        token_file: None,
+        timeout: DEADLINE,
+    };
+    let client = Connection::resolve(&args, None, Vec::new())
+        .unwrap()
+        .client();
+
+    // Created by someone else between the read and the write.
+    let step = plan(&client, &mine(10)).unwrap();
+    assert_eq!(step, Step::Create);
+    boifi(&["apply", "-f", "-"], &env, Some(TWO)).expect(0);
+    let err = write(&client, &mine(10), &step).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("not applied: it was created by someone else meanwhile"),
+        "{err}"
+    );
+
+    // Changed by someone else between the read and the write.
+    let step = plan(&client, &mine(10)).unwrap();
+    assert!(matches!(step, Step::Replace { .. }), "{step:?}");
+    let theirs = TWO.replace("percentage: 50", "percentage: 70");
+    let run = boifi(&["apply", "-f", "-"], &env, Some(&theirs)).expect(0);
+    assert!(run.stdout.contains("policy/a1 configured"), "{run}");
+    let err = write(&client, &mine(10), &step).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("it was changed on the server since it was read"),
+        "{err}"
+    );
+    let run = boifi(&["get", "a1", "-o", "json"], &env, None).expect(0);
+    let stored: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(stored["spec"]["rules"][0]["fault"]["percentage"], 70.0);
+
+    // Without a change in between, the same steps go through.
+    let step = plan(&client, &mine(10)).unwrap();
+    assert_eq!(
+        write(&client, &mine(10), &step).unwrap().as_str(),
+        "configured"
+    );
+    assert_eq!(plan(&client, &mine(10)).unwrap(), Step::Keep);
 }

@@ -9,12 +9,14 @@
 //! reported and the others go on, unless it would repeat for every policy (no token, wrong
 //! role, server unreachable).
 
+use boifi_policy::Policy;
 use clap::Args;
 use serde_json::Value;
 use ureq::http::Method;
 
-use super::client::{policy_path, Client, Connection, ConnectionArgs};
+use super::client::{policy_path, Client, Connection, ConnectionArgs, Reply};
 use super::documents::{self, Source};
+use super::error::ErrorReply;
 use super::{CliError, Io};
 
 #[derive(Debug, Clone, Args)]
@@ -80,48 +82,77 @@ pub fn run(args: &ApplyArgs, vars: Vec<(String, String)>, io: &mut Io<'_>) -> Re
 }
 
 /// Brings one policy on the server to `policy`.
-fn apply_one(client: &Client, policy: &boifi_policy::Policy) -> Result<Outcome, CliError> {
+fn apply_one(client: &Client, policy: &Policy) -> Result<Outcome, CliError> {
+    let step = plan(client, policy)?;
+    write(client, policy, &step)
+}
+
+/// What [`write`] has to do for one policy, decided from the server's current copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// No policy of that name: create it, only if it is still absent.
+    Create,
+    /// A different one at this revision: replace it, only if it is still at this revision.
+    Replace { revision: String },
+    /// The same policy (`status` aside): write nothing.
+    Keep,
+}
+
+/// Reads the server's copy of `policy` and decides the [`Step`].
+pub fn plan(client: &Client, policy: &Policy) -> Result<Step, CliError> {
     let path = policy_path(&policy.metadata.name);
-    let wanted = serde_json::to_value(policy).map_err(|e| CliError::Protocol(e.to_string()))?;
     let current = client.send(Method::GET, &path, &[], None)?;
-    let (precondition, outcome) = match current.status {
-        404 => (("If-None-Match", "*".to_owned()), Outcome::Created),
-        _ => {
-            let etag = current.etag.clone();
-            let current: Value = current.json()?;
-            if same_policy(&current, &wanted) {
-                return Ok(Outcome::Unchanged);
-            }
-            let revision = etag
-                .or_else(|| {
-                    current["status"]["revision"]
-                        .as_u64()
-                        .map(|r| r.to_string())
-                })
-                .ok_or_else(|| CliError::Protocol(format!("no revision for {path}")))?;
-            (("If-Match", revision), Outcome::Configured)
-        }
+    if current.status == 404 {
+        return Ok(Step::Create);
+    }
+    let etag = current.etag.clone();
+    let current: Value = current.json()?;
+    if same_policy(&current, &wanted_json(policy)?) {
+        return Ok(Step::Keep);
+    }
+    let revision = etag
+        .or_else(|| {
+            current["status"]["revision"]
+                .as_u64()
+                .map(|r| r.to_string())
+        })
+        .ok_or_else(|| CliError::Protocol(format!("no revision for {path}")))?;
+    Ok(Step::Replace { revision })
+}
+
+/// Carries out `step` for `policy`: a conditional `PUT`, so a change made since [`plan`] read
+/// the policy is reported (409) instead of overwritten.
+pub fn write(client: &Client, policy: &Policy, step: &Step) -> Result<Outcome, CliError> {
+    let (precondition, outcome) = match step {
+        Step::Keep => return Ok(Outcome::Unchanged),
+        Step::Create => (("If-None-Match", "*"), Outcome::Created),
+        Step::Replace { revision } => (("If-Match", revision.as_str()), Outcome::Configured),
     };
-    let body = serde_json::to_vec(&wanted).map_err(|e| CliError::Protocol(e.to_string()))?;
+    let body =
+        serde_json::to_vec(&wanted_json(policy)?).map_err(|e| CliError::Protocol(e.to_string()))?;
     let reply = client.send(
         Method::PUT,
-        &path,
-        &[(precondition.0, &precondition.1)],
+        &policy_path(&policy.metadata.name),
+        &[precondition],
         Some(body),
     )?;
     match reply.status {
-        409 => Err(conflict(outcome, reply)),
+        409 => Err(conflict(outcome, &reply)),
         _ => reply.success().map(|_| outcome),
     }
 }
 
+fn wanted_json(policy: &Policy) -> Result<Value, CliError> {
+    serde_json::to_value(policy).map_err(|e| CliError::Protocol(e.to_string()))
+}
+
 /// A refused precondition: someone else wrote the policy between our read and our write.
-fn conflict(outcome: Outcome, reply: super::client::Reply) -> CliError {
+fn conflict(outcome: Outcome, reply: &Reply) -> CliError {
     let what = match outcome {
         Outcome::Created => "it was created by someone else meanwhile",
         _ => "it was changed on the server since it was read",
     };
-    let server = super::error::ErrorReply::from_body(reply.status, &reply.body).message;
+    let server = ErrorReply::from_body(reply.status, &reply.body).message;
     CliError::Reported(format!(
         "not applied: {what} ({server}); nothing was overwritten, run apply again to replace it"
     ))
