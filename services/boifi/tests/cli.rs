@@ -118,11 +118,14 @@ fn apply_get_and_delete_yaml_and_json_files() {
     assert_eq!(run.stdout, "policy/a2 deleted\npolicy/b deleted\n");
     assert_eq!(
         run.stderr,
-        "error: policy \"nope\" not found\nerror: 1 of 3 policies not deleted\n"
+        "error: policy/nope: not found\nerror: 1 of 3 policies not deleted\n"
     );
     let run = boifi(&["delete", "-f", a_arg], &env, None).expect(1);
     assert_eq!(run.stdout, "policy/a1 deleted\n");
-    assert!(run.stderr.contains("policy \"a2\" not found"), "{run}");
+    assert!(
+        run.stderr.contains("error: policy/a2: not found\n"),
+        "{run}"
+    );
     let run = boifi(&["get"], &env, None).expect(0);
     assert_eq!(run.stdout, "");
     assert_eq!(run.stderr, format!("No policies on {}.\n", server.url()));
@@ -516,4 +519,27 @@ fn a_change_made_after_apply_read_the_policy_is_not_overwritten() {
         "configured"
     );
     assert_eq!(plan(&client, &mine(10)).unwrap(), Step::Keep);
+}
+
+/// More policies than one page: `get` follows the server's `continue` tokens (a server that
+/// does not page answers all at once, which must work too).
+#[test]
+fn get_lists_more_than_one_page() {
+    let server = Server::start();
+    let url = server.url();
+    let env = [("BOIFI_SERVER", url.as_str())];
+    let stream: Vec<String> = (0..150)
+        .map(|i| {
+            format!(
+                "metadata: {{name: p{i:03}}}\nspec: {{rules: [{{fault: {{delay: {{fixed_delay_ms: {i}}}}}}}]}}\n"
+            )
+        })
+        .collect();
+    let run = boifi(&["apply", "-f", "-"], &env, Some(&stream.join("---\n"))).expect(0);
+    assert_eq!(run.stdout.lines().count(), 150, "{run}");
+    let names = names_on(&server, &[]);
+    let expected: Vec<String> = (0..150).map(|i| format!("p{i:03}")).collect();
+    assert_eq!(names, expected);
+    let run = boifi(&["get"], &env, None).expect(0);
+    assert_eq!(run.stdout.lines().count(), 151, "{run}");
 }

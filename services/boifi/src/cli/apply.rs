@@ -15,20 +15,14 @@ use serde_json::Value;
 use ureq::http::Method;
 
 use super::client::{policy_path, Client, Connection, ConnectionArgs, Reply};
-use super::documents::{self, Source};
+use super::documents::{self, FilesArgs};
 use super::error::ErrorReply;
-use super::{CliError, Io};
+use super::{each_policy, CliError, Io};
 
 #[derive(Debug, Clone, Args)]
 pub struct ApplyArgs {
-    /// YAML or JSON file, directory of .yaml/.yml/.json files, or - for stdin; repeatable.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE|DIR|-",
-        required = true
-    )]
-    pub files: Vec<String>,
+    #[command(flatten)]
+    pub files: FilesArgs,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -52,33 +46,16 @@ impl Outcome {
 }
 
 pub fn run(args: &ApplyArgs, vars: Vec<(String, String)>, io: &mut Io<'_>) -> Result<(), CliError> {
-    let sources: Vec<Source> = args
-        .files
-        .iter()
-        .map(|f| Source::from(f.as_str()))
-        .collect();
-    let documents = documents::read(&sources, io.stdin)?;
+    let documents = documents::read_args(&args.files.files, io.stdin)?;
     let policies = documents::valid_or_report(documents, io.err, "applied")?;
     let client = Connection::resolve(&args.connection, None, vars)?.client();
-    let mut failed = 0;
-    for policy in &policies {
-        let name = policy.name();
-        match apply_one(&client, policy.policy()) {
-            Ok(outcome) => writeln!(io.out, "policy/{name} {}", outcome.as_str())?,
-            Err(e) if e.concerns_every_request() => return Err(e),
-            Err(e) => {
-                e.report_about(Some(&format!("policy/{name}")), io.err)?;
-                failed += 1;
-            }
-        }
-    }
-    match failed {
-        0 => Ok(()),
-        n => Err(CliError::Reported(format!(
-            "{n} of {} policies not applied",
-            policies.len()
-        ))),
-    }
+    each_policy(
+        &policies,
+        |p| p.name(),
+        "applied",
+        io,
+        |policy| apply_one(&client, policy.policy()).map(Outcome::as_str),
+    )
 }
 
 /// Brings one policy on the server to `policy`.

@@ -76,6 +76,25 @@ impl From<&str> for Source {
     }
 }
 
+/// `-f FILE|DIR|-`, repeatable, as `apply` and `validate` take it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FilesArgs {
+    /// YAML or JSON file, directory of .yaml/.yml/.json files, or - for stdin; repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub files: Vec<String>,
+}
+
+/// Every document of the `-f` arguments `files` (`-` for stdin), in order.
+pub fn read_args(files: &[String], stdin: &mut dyn Read) -> Result<Vec<Document>, CliError> {
+    let sources: Vec<Source> = files.iter().map(|f| Source::from(f.as_str())).collect();
+    read(&sources, stdin)
+}
+
 /// Every document of `sources`, in order. A source that cannot be read, or holds no
 /// document, is an error naming it.
 pub fn read(sources: &[Source], stdin: &mut dyn Read) -> Result<Vec<Document>, CliError> {

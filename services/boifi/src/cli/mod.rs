@@ -103,6 +103,39 @@ fn serve_main() -> ExitCode {
     boifi_runtime::exit_code("boifi serve", result)
 }
 
+/// Runs `act` on each item in turn and prints `policy/NAME <what act did>` for each success.
+/// A failure is reported as `error: policy/NAME: ...` and the others go on, unless it would
+/// repeat for every item ([`CliError::concerns_every_request`]: no token, wrong role, server
+/// gone), which ends the command at once. When some failed, the result is the error
+/// `N of M policies not <not_done>` (exit 1).
+pub fn each_policy<T>(
+    items: &[T],
+    name_of: impl Fn(&T) -> &str,
+    not_done: &str,
+    io: &mut Io<'_>,
+    mut act: impl FnMut(&T) -> Result<&'static str, CliError>,
+) -> Result<(), CliError> {
+    let mut failed = 0;
+    for item in items {
+        let subject = format!("policy/{}", name_of(item));
+        match act(item) {
+            Ok(done) => writeln!(io.out, "{subject} {done}")?,
+            Err(e) if e.concerns_every_request() => return Err(e),
+            Err(e) => {
+                e.report_about(Some(&subject), io.err)?;
+                failed += 1;
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        n => Err(CliError::Reported(format!(
+            "{n} of {} policies not {not_done}",
+            items.len()
+        ))),
+    }
+}
+
 /// Runs a client command with the environment `vars`; prints its error, if any, to `io.err`
 /// and returns the exit code.
 pub fn run<I>(command: Command, vars: I, io: &mut Io<'_>) -> u8

@@ -4,28 +4,17 @@
 
 use clap::Args;
 
-use super::documents::{self, Source};
+use super::documents::{self, FilesArgs};
 use super::{CliError, Io};
 
 #[derive(Debug, Clone, Args)]
 pub struct ValidateArgs {
-    /// YAML or JSON file, directory of .yaml/.yml/.json files, or - for stdin; repeatable.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE|DIR|-",
-        required = true
-    )]
-    pub files: Vec<String>,
+    #[command(flatten)]
+    pub files: FilesArgs,
 }
 
 pub fn run(args: &ValidateArgs, io: &mut Io<'_>) -> Result<(), CliError> {
-    let sources: Vec<Source> = args
-        .files
-        .iter()
-        .map(|f| Source::from(f.as_str()))
-        .collect();
-    let documents = documents::read(&sources, io.stdin)?;
+    let documents = documents::read_args(&args.files.files, io.stdin)?;
     let bad = documents::report_problems(&documents, io.err)?;
     if bad > 0 {
         return Err(CliError::Reported(format!(
