@@ -543,3 +543,87 @@ fn get_lists_more_than_one_page() {
     let run = boifi(&["get"], &env, None).expect(0);
     assert_eq!(run.stdout.lines().count(), 151, "{run}");
 }
+
+/// What `watch` sends when it reconnects, seen by a stand-in for the broadcaster that drops the
+/// connection after one event, then asks for a resync: each new request carries the id of the
+/// last event received.
+#[test]
+fn watch_resumes_with_the_last_event_id() {
+    use std::io::{BufRead, BufReader, Write as _};
+    use std::net::TcpListener;
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(support::boifi_binary());
+    command
+        .args(["watch", "--server", &url, "--service", "reviews"])
+        .env_clear();
+    let mut watch =
+        Process::spawn("boifi watch", &mut command, &dir.path().join("watch.log")).unwrap();
+
+    // Each connection: the request's head, then `body`, then the connection is closed.
+    let mut serve = |body: &str| -> Vec<String> {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            head.push(line.trim().to_owned());
+        }
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        head
+    };
+    let policy = r#"{"metadata":{"name":"reviews-abort"},"spec":{"rules":[]}}"#;
+    let first = serve(&format!(
+        "retry: 50\n\nid: 7\nevent: policy\ndata: {policy}\n\n"
+    ));
+    assert!(
+        first[0].starts_with("GET /v1/config/stream?service=reviews HTTP/1.1"),
+        "{first:?}"
+    );
+    assert!(
+        !first
+            .iter()
+            .any(|h| h.to_lowercase().starts_with("last-event-id")),
+        "{first:?}"
+    );
+    assert!(
+        !first
+            .iter()
+            .any(|h| h.to_lowercase().starts_with("authorization")),
+        "the stream gets no token: {first:?}"
+    );
+    let second = serve("id: 8\nevent: delete\ndata: {\"name\":\"reviews-abort\"}\n\nevent: resync\ndata: {\"reason\":\"lagged\"}\n\n");
+    assert!(
+        second.contains(&"last-event-id: 7".to_owned()),
+        "{second:?}"
+    );
+    let third = serve("");
+    assert!(third.contains(&"last-event-id: 8".to_owned()), "{third:?}");
+
+    let log = watch.log();
+    for line in [
+        "   7          policy     reviews-abort\n",
+        "   8          delete     reviews-abort\n",
+        "   8          resync     -\n",
+        "watch: the stream ended; reconnecting in 0.05s (Last-Event-ID: 7)\n",
+        "watch: the server asked to resync (this client fell behind); reconnecting in 0.05s \
+         (Last-Event-ID: 8)\n",
+    ] {
+        assert!(log.contains(line), "{line:?} in:\n{log}");
+    }
+    watch.stop();
+}
