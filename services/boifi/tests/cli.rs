@@ -627,3 +627,47 @@ fn watch_resumes_with_the_last_event_id() {
     }
     watch.stop();
 }
+
+/// A server that never answers costs `--timeout`, and one that answers without end is cut off
+/// at the size bound: both exit 1 with a message, neither hangs nor fills memory.
+#[test]
+fn silent_and_endless_servers_are_cut_off() {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpListener;
+
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let holder = std::thread::spawn(move || {
+        let (mut stream, _) = silent.accept().unwrap();
+        // Read the request and never answer; returns when the client gives up.
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+    });
+    let started = Instant::now();
+    let run = boifi(&["get", "--server", &url, "--timeout", "1s"], &[], None).expect(1);
+    assert!(run.stderr.contains("no answer in time"), "{run}");
+    assert!(started.elapsed() < DEADLINE / 2, "{:?}", started.elapsed());
+    holder.join().unwrap();
+
+    let endless = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", endless.local_addr().unwrap());
+    let sender = std::thread::spawn(move || {
+        let (mut stream, _) = endless.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request);
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n"
+        );
+        let chunk = vec![b' '; 1 << 20];
+        // Until the client hangs up (at most the advertised length).
+        for _ in 0..1000 {
+            if stream.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let run = boifi(&["get", "--server", &url], &[], None).expect(1);
+    assert!(run.stderr.contains("the answer is larger than"), "{run}");
+    sender.join().unwrap();
+}
