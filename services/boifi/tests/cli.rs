@@ -563,7 +563,7 @@ fn watch_resumes_with_the_last_event_id() {
         Process::spawn("boifi watch", &mut command, &dir.path().join("watch.log")).unwrap();
 
     // Each connection: the request's head, then `body`, then the connection is closed.
-    let mut serve = |body: &str| -> Vec<String> {
+    let serve = |body: &str| -> Vec<String> {
         let (stream, _) = listener.accept().unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
