@@ -171,3 +171,82 @@ fn refuses_to_start_without_tokens_or_with_bad_ones() {
         "token leaked:\n{text}"
     );
 }
+
+/// Over real HTTP, without tokens: the cross-site writes a web page could send are refused
+/// (they were accepted before the write guard), DNS rebinding included; a same-origin write
+/// and a kill switch with a reason pass, and the reason is logged with the caller's name.
+#[test]
+fn cross_site_writes_are_refused_over_http_without_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("BOIFI_AUTH_DISABLED", "true".to_owned()),
+        (
+            "BOIFI_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+    ];
+    let service = Service::start(dir.path(), &env);
+    let base = &service.base;
+    let own = base.as_str();
+    let authority = base.trim_start_matches("http://").to_owned();
+    let port = authority.rsplit(':').next().unwrap().to_owned();
+    let agent = agent(Duration::from_secs(10));
+    let body = policy("drive-by").to_string();
+
+    let text_plain = agent
+        .post(format!("{base}/v1/policies"))
+        .header("Origin", "http://evil.example")
+        .header("Content-Type", "text/plain")
+        .send(body.as_str())
+        .unwrap();
+    assert_eq!(text_plain.status(), 403);
+    let form_halt = agent
+        .post(format!("{base}/v1/halt"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send("halt=1")
+        .unwrap();
+    assert_eq!(form_halt.status(), 415);
+    // A page of evil.example whose name now resolves to 127.0.0.1.
+    let mut rebound = agent
+        .post(format!("{base}/v1/policies"))
+        .header("Host", format!("evil.example:{port}"))
+        .header("Origin", format!("http://evil.example:{port}"))
+        .header("Content-Type", "application/json")
+        .send(body.as_str())
+        .unwrap();
+    assert_eq!(rebound.status(), 403, "{}", service.log_text());
+    let message = json_of(&mut rebound)["message"].to_string();
+    assert!(message.contains("loopback host name"), "{message}");
+
+    let mut halt = agent.get(format!("{base}/v1/halt")).call().unwrap();
+    assert_eq!(json_of(&mut halt)["halted"], false);
+    let mut list = agent.get(format!("{base}/v1/policies")).call().unwrap();
+    assert_eq!(json_of(&mut list)["policies"], serde_json::json!([]));
+
+    let same_origin = agent
+        .post(format!("{base}/v1/policies"))
+        .header("Origin", own)
+        .header("Content-Type", "application/yaml")
+        .send("metadata: { name: yaml-one }\nspec: { rules: [ { fault: { abort: { httpStatus: 503 } } } ] }\n")
+        .unwrap();
+    assert_eq!(same_origin.status(), 201, "{}", service.log_text());
+    let with_reason = agent
+        .post(format!("{base}/v1/halt"))
+        .header("Origin", own)
+        .header("Content-Type", "application/json")
+        .send(r#"{"reason":"drill: stop everything"}"#)
+        .unwrap();
+    assert_eq!(with_reason.status(), 200);
+    let patch = agent.patch(format!("{base}/v1/halt")).send_empty().unwrap();
+    assert_eq!(patch.status(), 405);
+    assert_eq!(
+        patch.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, POST, DELETE")
+    );
+    let log = service.log_text();
+    assert!(
+        log.contains(r#"kill switch set by anonymous at revision"#)
+            && log.contains(r#"reason "drill: stop everything""#),
+        "{log}"
+    );
+}

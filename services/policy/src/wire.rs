@@ -19,8 +19,8 @@ mod query;
 pub mod sse;
 
 pub use query::{
-    FieldProblem, Filter, Mode, StreamQuery, MAX_LABELS, MAX_LABEL_PART_LEN, MAX_NAME_LEN,
-    MAX_QUERY_LEN,
+    read_query, FieldProblem, Filter, Mode, StreamQuery, MAX_LABELS, MAX_LABEL_PART_LEN,
+    MAX_NAME_LEN, MAX_QUERY_LEN,
 };
 
 /// The event types of the stream (`event:` lines), as named on the wire.

@@ -96,14 +96,25 @@ pub fn parse_yaml_stream(bytes: &[u8]) -> Vec<YamlDocument> {
 /// The strict parse of one YAML policy: [`parse::parse_json`] of its JSON form, or the YAML
 /// problem. Used by [`crate::ValidPolicy::parse`] for [`crate::Format::Yaml`].
 pub(crate) fn parse_yaml(bytes: &[u8]) -> (Option<Policy>, ValidationErrors) {
+    match to_json(bytes) {
+        Ok(json) => parse::parse_json(&json),
+        Err(errors) => (None, errors),
+    }
+}
+
+/// One YAML document holding a mapping (at most [`MAX_POLICY_BYTES`], as is its JSON form) as
+/// compact JSON text, keys in document order, scalars read as this module says. For request
+/// bodies other than policies (the API's halt reason); policies go through
+/// [`crate::ValidPolicy::parse`]. A problem is one error on the field `""`.
+pub fn to_json(bytes: &[u8]) -> Result<Vec<u8>, ValidationErrors> {
     if let Some(errors) = parse::too_large(bytes.len()) {
-        return (None, errors);
+        return Err(errors);
     }
     // A second document is enough to refuse the body.
     let mut docs = documents(bytes, MAX_POLICY_BYTES, 2).into_iter();
     let first = match docs.next() {
-        None => return (None, single("", "the body holds no YAML document")),
-        Some(Err(problem)) => return (None, single("", problem.message)),
+        None => return Err(single("", "the body holds no YAML document")),
+        Some(Err(problem)) => return Err(single("", problem.message)),
         Some(Ok(json)) => json,
     };
     if let Some(second) = docs.next() {
@@ -111,18 +122,15 @@ pub(crate) fn parse_yaml(bytes: &[u8]) -> (Option<Policy>, ValidationErrors) {
             Ok(json) => json.line,
             Err(problem) => problem.line,
         };
-        return (
-            None,
-            single(
-                "",
-                format!(
-                    "line {line}: a second YAML document; send one policy per request \
-                     (split the documents, or use the CLI, which applies files of many)"
-                ),
+        return Err(single(
+            "",
+            format!(
+                "line {line}: a second YAML document; send one per request (one policy per \
+                 request; the CLI applies files of many)"
             ),
-        );
+        ));
     }
-    parse::parse_json(&first.text)
+    Ok(first.text)
 }
 
 fn single(field: &str, message: impl Into<String>) -> ValidationErrors {
@@ -252,7 +260,8 @@ impl<'de> Deserialize<'de> for JsonText {
         deserializer.deserialize_any(Node { out: &mut out })?;
         if out.first() != Some(&b'{') {
             return Err(de::Error::custom(
-                "a policy is a YAML mapping (`metadata:` and `spec:`), not a single value or a list",
+                "the document must be a YAML mapping (`key: value` lines, like `metadata:` and \
+                 `spec:` of a policy), not a single value or a list",
             ));
         }
         Ok(JsonText(out))

@@ -216,32 +216,7 @@ impl StreamQuery {
     /// every problem is reported, each naming its parameter; an unknown or repeated parameter,
     /// or a query over [`MAX_QUERY_LEN`] bytes, is reported alone.
     pub fn parse(query: &str) -> Result<StreamQuery, Vec<FieldProblem>> {
-        if query.len() > MAX_QUERY_LEN {
-            return Err(vec![FieldProblem::new(
-                "query",
-                format!("longer than {MAX_QUERY_LEN} bytes"),
-            )]);
-        }
-        let mut values: [Option<String>; PARAMETERS.len()] = Default::default();
-        for (name, value) in form_pairs(query) {
-            let Some(index) = PARAMETERS.iter().position(|p| *p == name) else {
-                let expected: Vec<String> = PARAMETERS.iter().map(|p| format!("`{p}`")).collect();
-                return Err(vec![FieldProblem::new(
-                    "query",
-                    format!(
-                        "unknown field `{name}`, expected one of {}",
-                        expected.join(", ")
-                    ),
-                )]);
-            };
-            if values[index].is_some() {
-                return Err(vec![FieldProblem::new(
-                    "query",
-                    format!("duplicate field `{}`", PARAMETERS[index]),
-                )]);
-            }
-            values[index] = Some(value);
-        }
+        let values = read_query(query, &PARAMETERS).map_err(|problem| vec![problem])?;
         let [namespace, service, labels, mode, last_event_id, revision, wait_ms] = values;
         let mut problems = Vec::new();
         let filter = Filter::parse(namespace.as_deref(), service.as_deref(), labels.as_deref())
@@ -302,6 +277,43 @@ impl StreamQuery {
             _ => Err(problems),
         }
     }
+}
+
+/// The values of a query string (at most [`MAX_QUERY_LEN`] bytes) whose parameters must be
+/// among `parameters`, each given at most once, in the order of `parameters`. An unknown or
+/// repeated parameter, or a query too long, is one problem on the field `query` that names
+/// it. Decoding as in [`StreamQuery::parse`]; the policy-api's list reads its query this way.
+pub fn read_query<const N: usize>(
+    query: &str,
+    parameters: &[&'static str; N],
+) -> Result<[Option<String>; N], FieldProblem> {
+    if query.len() > MAX_QUERY_LEN {
+        return Err(FieldProblem::new(
+            "query",
+            format!("longer than {MAX_QUERY_LEN} bytes"),
+        ));
+    }
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (name, value) in form_pairs(query) {
+        let Some(index) = parameters.iter().position(|p| *p == name) else {
+            let expected: Vec<String> = parameters.iter().map(|p| format!("`{p}`")).collect();
+            return Err(FieldProblem::new(
+                "query",
+                format!(
+                    "unknown field `{name}`, expected one of {}",
+                    expected.join(", ")
+                ),
+            ));
+        };
+        if values[index].is_some() {
+            return Err(FieldProblem::new(
+                "query",
+                format!("duplicate field `{}`", parameters[index]),
+            ));
+        }
+        values[index] = Some(value);
+    }
+    Ok(values)
 }
 
 /// A query string being written.
