@@ -88,6 +88,17 @@ fn apply_get_and_delete_yaml_and_json_files() {
     assert_eq!(a1[5], "never", "{run}");
     assert!(lines[2].starts_with("a2 "), "{run}");
     assert!(lines[2].contains("active until 20"), "{run}");
+    // Only what may apply to a workload there (a2 and b select every workload).
+    let run = boifi(&["get", "--namespace", "other"], &env, None).expect(0);
+    let names: Vec<&str> = run.stdout.lines().skip(1).map(|l| &l[..2]).collect();
+    assert_eq!(names, ["a2", "b "], "{run}");
+    let run = boifi(
+        &["get", "--namespace", "demo", "--service", "reviews"],
+        &env,
+        None,
+    )
+    .expect(0);
+    assert_eq!(run.stdout.lines().count(), 4, "{run}");
     let run = boifi(&["get", "-o", "wide"], &env, None).expect(0);
     assert!(run.stdout.contains("25%:delay=200ms,abort=503"), "{run}");
     assert!(run.stdout.contains("abort=UNAVAILABLE"), "{run}");
@@ -320,6 +331,8 @@ fn halt_and_resume() {
 
     let run = boifi(&["halt", "--reason", "incident 7"], &env, None).expect(0);
     assert!(run.stdout.starts_with("halted (revision "), "{run}");
+    let log = server.process.log();
+    assert!(log.contains("reason \"incident 7\""), "the server got the reason:\n{log}");
     let run = boifi(&["get"], &env, None).expect(0);
     assert!(
         run.stderr.contains("warning: the kill switch is on"),
@@ -327,6 +340,11 @@ fn halt_and_resume() {
     );
     let run = boifi(&["resume"], &env, None).expect(0);
     assert!(run.stdout.starts_with("resumed (revision "), "{run}");
+    // The server's refusal, with its field path.
+    let long = "x".repeat(600);
+    let run = boifi(&["halt", "--reason", &long], &env, None).expect(1);
+    assert!(run.stderr.starts_with("error: "), "{run}");
+    assert!(run.stderr.contains("\n  reason: "), "{run}");
     let run = boifi(&["get"], &env, None).expect(0);
     assert_eq!(run.stderr, "");
 }
@@ -537,9 +555,12 @@ fn get_lists_more_than_one_page() {
         .collect();
     let run = boifi(&["apply", "-f", "-"], &env, Some(&stream.join("---\n"))).expect(0);
     assert_eq!(run.stdout.lines().count(), 150, "{run}");
+    let pages = || server.process.log().matches("GET /v1/policies 200").count();
+    let before = pages();
     let names = names_on(&server, &[]);
     let expected: Vec<String> = (0..150).map(|i| format!("p{i:03}")).collect();
     assert_eq!(names, expected);
+    assert_eq!(pages() - before, 2, "two pages of at most 100");
     let run = boifi(&["get"], &env, None).expect(0);
     assert_eq!(run.stdout.lines().count(), 151, "{run}");
 }

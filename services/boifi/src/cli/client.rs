@@ -297,7 +297,7 @@ impl Client {
         json_body: Option<Vec<u8>>,
     ) -> Result<http::Response<ureq::Body>, CliError> {
         let mut request = http::Request::builder()
-            .method(method)
+            .method(method.clone())
             .uri(format!("{}{path}", self.base));
         if !headers
             .iter()
@@ -316,6 +316,15 @@ impl Client {
                 let request = request
                     .header(http::header::CONTENT_TYPE, "application/json")
                     .body(body)
+                    .map_err(|e| CliError::Usage(format!("bad request: {e}")))?;
+                self.agent.run(request)
+            }
+            // A write without a body says so with `Content-Length: 0` (ureq would send an
+            // empty chunked body, which the API's write guard takes for a body without a type).
+            None if method != Method::GET => {
+                let request = request
+                    .header(http::header::CONTENT_LENGTH, "0")
+                    .body(Vec::new())
                     .map_err(|e| CliError::Usage(format!("bad request: {e}")))?;
                 self.agent.run(request)
             }

@@ -9,13 +9,14 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use boifi_policy::wire::Filter;
 use boifi_policy::Policy;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::client::{encode, policy_path, Client, Connection, ConnectionArgs};
-use super::{table, CliError, Io};
+use super::{table, workload_filter, CliError, Io};
 
 /// Policies asked for per page.
 const PAGE_SIZE: usize = 100;
@@ -38,6 +39,12 @@ pub enum Output {
 pub struct GetArgs {
     /// The policy to show; all when left out.
     pub name: Option<String>,
+    /// Only policies that may apply to a workload in this namespace.
+    #[arg(long, conflicts_with = "name")]
+    pub namespace: Option<String>,
+    /// Only policies that may apply to this workload (its name or `app` label).
+    #[arg(long, conflicts_with = "name")]
+    pub service: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -61,9 +68,10 @@ struct HaltState {
 
 pub fn run(args: &GetArgs, vars: Vec<(String, String)>, io: &mut Io<'_>) -> Result<(), CliError> {
     let client = Connection::resolve(&args.connection, None, vars)?.client();
+    let filter = workload_filter(args.namespace.as_deref(), args.service.as_deref())?;
     let policies = match &args.name {
         Some(name) => vec![client.get_json::<Value>(&policy_path(name))?],
-        None => list(&client)?,
+        None => list(&client, &filter)?,
     };
     match args.output {
         Output::Json => {
@@ -93,18 +101,35 @@ pub fn run(args: &GetArgs, vars: Vec<(String, String)>, io: &mut Io<'_>) -> Resu
     }
 }
 
-/// Every policy, following the server's `continue` tokens.
-pub fn list(client: &Client) -> Result<Vec<Value>, CliError> {
+/// Every policy `filter` admits, following the server's `continue` tokens. The filter goes
+/// to the server and is applied here too, with the same rule ([`Filter::admits`], the
+/// stream's), so a server that ignores it gives the same answer.
+pub fn list(client: &Client, filter: &Filter) -> Result<Vec<Value>, CliError> {
+    let mut query = format!("limit={PAGE_SIZE}");
+    for (name, value) in [
+        ("namespace", &filter.namespace),
+        ("service", &filter.service),
+    ] {
+        if let Some(value) = value {
+            query.push_str(&format!("&{name}={}", encode(value)));
+        }
+    }
     let mut policies = Vec::new();
     let mut next: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let mut path = format!("/v1/policies?limit={PAGE_SIZE}");
+        let mut path = format!("/v1/policies?{query}");
         if let Some(token) = &next {
             path.push_str("&continue=");
             path.push_str(&encode(token));
         }
         let page: Page = client.get_json(&path)?;
-        policies.extend(page.policies);
+        for value in page.policies {
+            let policy: Policy = serde_json::from_value(value.clone())
+                .map_err(|e| CliError::Protocol(format!("not a policy: {e}")))?;
+            if filter.admits(&policy.spec.selector) {
+                policies.push(value);
+            }
+        }
         match page.next.filter(|t| !t.is_empty()) {
             Some(token) if next.as_ref() == Some(&token) => {
                 return Err(CliError::Protocol(

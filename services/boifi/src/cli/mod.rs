@@ -103,6 +103,18 @@ fn serve_main() -> ExitCode {
     boifi_runtime::exit_code("boifi serve", result)
 }
 
+/// The workload filter of `--namespace` and `--service` (`get`, `watch`), checked as the
+/// server checks it.
+pub fn workload_filter(
+    namespace: Option<&str>,
+    service: Option<&str>,
+) -> Result<boifi_policy::wire::Filter, CliError> {
+    boifi_policy::wire::Filter::parse(namespace, service, None).map_err(|problems| {
+        let listed: Vec<String> = problems.iter().map(|p| format!("--{p}")).collect();
+        CliError::Usage(listed.join("; "))
+    })
+}
+
 /// Runs `act` on each item in turn and prints `policy/NAME <what act did>` for each success.
 /// A failure is reported as `error: policy/NAME: ...` and the others go on, unless it would
 /// repeat for every item ([`CliError::concerns_every_request`]: no token, wrong role, server

@@ -12,7 +12,7 @@
 use std::io::BufReader;
 use std::time::{Duration, SystemTime};
 
-use boifi_policy::wire::{DeleteData, EventKind, Filter, HaltData, SnapshotData, StreamQuery};
+use boifi_policy::wire::{DeleteData, EventKind, HaltData, SnapshotData, StreamQuery};
 use clap::Args;
 use serde::Deserialize;
 use serde_json::Value;
@@ -21,7 +21,7 @@ use ureq::Agent;
 
 use super::client::{Client, Connection, ConnectionArgs, MAX_RESPONSE_BYTES};
 use super::sse::{Event, EventReader};
-use super::{CliError, Io};
+use super::{workload_filter, CliError, Io};
 
 /// No byte for this long means the connection is dead (the broadcaster pings every 15 s).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -59,12 +59,7 @@ struct NamedMeta {
 
 pub fn run(args: &WatchArgs, vars: Vec<(String, String)>, io: &mut Io<'_>) -> Result<(), CliError> {
     let connection = Connection::resolve(&args.connection, args.stream_server.as_deref(), vars)?;
-    let filter = Filter::parse(args.namespace.as_deref(), args.service.as_deref(), None).map_err(
-        |problems| {
-            let listed: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-            CliError::Usage(listed.join("; "))
-        },
-    )?;
+    let filter = workload_filter(args.namespace.as_deref(), args.service.as_deref())?;
     let query = StreamQuery {
         filter,
         ..StreamQuery::default()
