@@ -332,7 +332,10 @@ fn halt_and_resume() {
     let run = boifi(&["halt", "--reason", "incident 7"], &env, None).expect(0);
     assert!(run.stdout.starts_with("halted (revision "), "{run}");
     let log = server.process.log();
-    assert!(log.contains("reason \"incident 7\""), "the server got the reason:\n{log}");
+    assert!(
+        log.contains("reason \"incident 7\""),
+        "the server got the reason:\n{log}"
+    );
     let run = boifi(&["get"], &env, None).expect(0);
     assert!(
         run.stderr.contains("warning: the kill switch is on"),
