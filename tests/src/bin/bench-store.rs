@@ -7,7 +7,11 @@
 //! policies one at a time (`put` awaited before the next), in interleaved rounds (embedded, etcd,
 //! embedded, ... with the order swapped every round), and every write is timed. etcd is the
 //! baseline measured in the same run: the report gives the embedded store's writes/s as a ratio
-//! of etcd's.
+//! of etcd's. A third row, in the same rounds, is the disk's own floor for a durable write: one
+//! 4 KiB `pwrite` plus `fdatasync` into a preallocated file in the same temp directory.
+//!
+//! Open: the embedded store of each size closed and opened again (its checksums verified, its
+//! policies loaded into memory).
 //!
 //! Growth: one policy with a 60 KB abort body (`--large-bytes`) written `--large-updates` times
 //! (default 650) into a fresh store: the data directory's size at the end and the latency of the
@@ -16,6 +20,8 @@
 //! Build and run (release):
 //! `cargo build --release -p boifi-tests --bin bench-store && target/release/bench-store`
 
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -89,6 +95,7 @@ fn main() -> ExitCode {
 async fn run(args: &Args) -> Result<(), String> {
     println!("| store | policies | writes | writes/s | p50 | p99 | max | writes/s vs etcd |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut opens = Vec::new();
     for &size in &args.sizes {
         let mut backends = vec![Backend::embedded()?];
         if !args.no_etcd {
@@ -103,13 +110,18 @@ async fn run(args: &Args) -> Result<(), String> {
                 started.elapsed()
             );
         }
-        let series = measure_writes(&backends, size, args).await?;
+        let mut disk = DiskFloor::new()?;
+        let (series, floor) = measure_writes(&backends, &mut disk, size, args).await?;
         let etcd_rate = series.last().filter(|_| !args.no_etcd).map(Series::rate);
-        for (backend, s) in backends.iter().zip(&series) {
+        let rows = backends
+            .iter()
+            .map(|b| b.name)
+            .chain(["disk: 4 KiB write + fdatasync"])
+            .zip(series.iter().chain([&floor]));
+        for (name, s) in rows {
             let ratio = etcd_rate.map_or("-".into(), |etcd| format!("{:.2}x", s.rate() / etcd));
             println!(
-                "| {} | {size} | {} | {:.0} | {} | {} | {} | {ratio} |",
-                backend.name,
+                "| {name} | {size} | {} | {:.0} | {} | {} | {} | {ratio} |",
                 s.latencies.len(),
                 s.rate(),
                 ms(s.percentile(0.50)),
@@ -117,6 +129,14 @@ async fn run(args: &Args) -> Result<(), String> {
                 ms(s.percentile(1.0)),
             );
         }
+        let embedded = backends.swap_remove(0);
+        opens.push((size, reopen(embedded).await?));
+    }
+    println!();
+    println!("| embedded store: policies | open (verify the file, load the policies) |");
+    println!("|---:|---:|");
+    for (size, took) in opens {
+        println!("| {size} | {} |", ms(took));
     }
     if args.large_updates > 0 {
         println!();
@@ -201,6 +221,20 @@ impl Backend {
     }
 }
 
+/// Closes the embedded store and times opening it again.
+async fn reopen(backend: Backend) -> Result<Duration, String> {
+    let Backend { store, dir, .. } = backend;
+    drop(store);
+    let dir = dir.ok_or("reopen: not the embedded store")?;
+    let started = Instant::now();
+    let path = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || EmbeddedStore::open(path))
+        .await
+        .map_err(|e| format!("reopen: {e}"))?
+        .map_err(|e| format!("reopen: {e}"))?;
+    Ok(started.elapsed())
+}
+
 /// A policy like a real experiment's: a selector, a matcher, an abort and a delay (about 400
 /// bytes stored), or with an abort body of `body_bytes`.
 fn policy(name: &str, version: &str, body_bytes: usize) -> Result<ValidPolicy, String> {
@@ -262,18 +296,71 @@ impl Series {
     }
 }
 
-/// `args.writes` replacements per backend, in `args.rounds` interleaved rounds; one series per
-/// backend, in the order given.
+/// A preallocated file that takes one durable 4 KiB write at a time: the least a durable write
+/// costs on this disk.
+struct DiskFloor {
+    _dir: tempfile::TempDir,
+    file: std::fs::File,
+    page: Vec<u8>,
+    offset: u64,
+}
+
+impl DiskFloor {
+    const PAGE: u64 = 4096;
+    const PAGES: u64 = 4096;
+
+    fn new() -> Result<DiskFloor, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("boifi-bench-disk-")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let mut file = std::fs::File::create(dir.path().join("floor"))
+            .map_err(|e| format!("disk floor file: {e}"))?;
+        let zeros = vec![0u8; (Self::PAGE * Self::PAGES) as usize];
+        file.write_all(&zeros)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| format!("disk floor file: {e}"))?;
+        Ok(DiskFloor {
+            _dir: dir,
+            file,
+            page: vec![0xA5; Self::PAGE as usize],
+            offset: 0,
+        })
+    }
+
+    /// One 4 KiB write (the next page, wrapping) and `fdatasync`.
+    fn write(&mut self) -> Result<(), String> {
+        self.file
+            .write_all_at(&self.page, self.offset)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| format!("disk floor write: {e}"))?;
+        self.offset = (self.offset + Self::PAGE) % (Self::PAGE * Self::PAGES);
+        Ok(())
+    }
+}
+
+/// `args.writes` replacements per backend, in `args.rounds` interleaved rounds: one series per
+/// backend, in the order given, and the disk floor's, measured in the same rounds.
 async fn measure_writes(
     backends: &[Backend],
+    disk: &mut DiskFloor,
     size: usize,
     args: &Args,
-) -> Result<Vec<Series>, String> {
+) -> Result<(Vec<Series>, Series), String> {
     let per_round = args.writes.div_ceil(args.rounds);
     let mut latencies = vec![Vec::with_capacity(args.writes); backends.len()];
     let mut elapsed = vec![Duration::ZERO; backends.len()];
+    let mut floor = Vec::with_capacity(args.writes);
+    let mut floor_elapsed = Duration::ZERO;
     let mut next = 0usize;
     for round in 0..args.rounds {
+        let started = Instant::now();
+        for _ in 0..per_round {
+            let write = Instant::now();
+            disk.write()?;
+            floor.push(write.elapsed());
+        }
+        floor_elapsed += started.elapsed();
         let mut order: Vec<usize> = (0..backends.len()).collect();
         if round % 2 == 1 {
             order.reverse();
@@ -297,11 +384,12 @@ async fn measure_writes(
         }
         next += per_round;
     }
-    Ok(latencies
+    let series = latencies
         .into_iter()
         .zip(elapsed)
         .map(|(l, e)| Series::new(l, e))
-        .collect())
+        .collect();
+    Ok((series, Series::new(floor, floor_elapsed)))
 }
 
 /// Writes one large policy `updates` times; the latency of each write, in order.
