@@ -139,7 +139,7 @@ fn halt_request(body: &Body) -> Result<HaltRequest, ApiError> {
         .map_err(|errors| ApiError::invalid_body("halt request", errors))
 }
 
-/// `{"reason": "..."}`, JSON or YAML (`null`, or a YAML text without a document, is no
+/// `{"reason": "..."}`, JSON or YAML (`null`, `""`, or a YAML text without a document, is no
 /// reason): every problem, each naming its field.
 pub fn parse_halt_request(body: &[u8], format: Format) -> Result<HaltRequest, ValidationErrors> {
     let json: Cow<[u8]> = match format {
@@ -166,6 +166,7 @@ pub fn parse_halt_request(body: &[u8], format: Format) -> Result<HaltRequest, Va
     for (field, value) in fields {
         match (field.as_str(), value) {
             ("reason", Value::Null) => {}
+            ("reason", Value::String(reason)) if reason.is_empty() => {}
             ("reason", Value::String(reason)) => {
                 if reason.chars().count() > MAX_REASON_CHARS {
                     errors.push("reason", format!("at most {MAX_REASON_CHARS} characters"));
