@@ -25,6 +25,7 @@ use crate::config::Settings;
 use crate::error::RequestError;
 use crate::hub::{ClientGuard, Hub, PollCheck, RingItem};
 use crate::metrics::{EventKind, Mode};
+use crate::sidecars::SidecarTable;
 use crate::sse;
 
 /// A parsed request.
@@ -77,6 +78,7 @@ pub(crate) fn parse_request(
 pub(crate) async fn config_stream(
     req: HttpRequest,
     hub: web::Data<Hub>,
+    sidecars: web::Data<SidecarTable>,
 ) -> Result<HttpResponse, RequestError> {
     let last_event_id = req
         .headers()
@@ -91,7 +93,13 @@ pub(crate) async fn config_stream(
             filter,
             revision,
             wait,
-        } => long_poll(hub, filter, revision, wait).await,
+        } => {
+            // The sidecar's report rides on its poll: noted on arrival, whatever the answer.
+            let _seen = sidecars
+                .into_inner()
+                .poll_arrived(req.headers(), &filter, revision);
+            long_poll(hub, filter, revision, wait).await
+        }
     }
 }
 
