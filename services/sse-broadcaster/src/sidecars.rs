@@ -33,6 +33,7 @@ use prometheus::{Gauge, IntCounter, IntGaugeVec, Opts, Registry};
 
 use crate::error::RequestError;
 use crate::hub::{Hub, Lag};
+use crate::stream::StreamRequest;
 
 /// Policies whose counts one sidecar's entry keeps; past it the one reported longest ago goes.
 pub(crate) const MAX_POLICIES_PER_SIDECAR: usize = 1024;
@@ -465,16 +466,21 @@ impl SidecarTable {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The hook of the poll handler: records a poll of `filter` at `revision` from its report
-    /// headers. The guard notes the poll's end when dropped (answered, refused or cut off).
-    /// Polls without an identity are not tracked; bad headers are counted, logged and ignored
-    /// (the poll is served all the same).
+    /// The hook of the stream handler: records a poll from its report headers. The guard
+    /// notes the poll's end when dropped (answered, refused or cut off). Streams and polls
+    /// without an identity are not tracked; bad headers are counted, logged and ignored (the
+    /// poll is served all the same).
     pub fn poll_arrived(
         self: &Arc<Self>,
         headers: &HeaderMap,
-        filter: &Filter,
-        revision: Option<u64>,
+        request: &StreamRequest,
     ) -> PollSeen {
+        let StreamRequest::Poll {
+            filter, revision, ..
+        } = request
+        else {
+            return PollSeen::untracked();
+        };
         let now = Instant::now();
         let Some(identity) = headers.get(SIDECAR_HEADER) else {
             return PollSeen::untracked();
@@ -495,7 +501,7 @@ impl SidecarTable {
             identity,
             injected,
             filter: filter.clone(),
-            revision,
+            revision: *revision,
         };
         match self.lock().arrive(poll, now, SystemTime::now()) {
             Ok(key) => PollSeen {

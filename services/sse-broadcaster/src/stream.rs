@@ -87,19 +87,15 @@ pub(crate) async fn config_stream(
     let request = parse_request(req.query_string(), last_event_id, &hub.settings)
         .map_err(RequestError::Invalid)?;
     let hub = hub.into_inner();
+    // A sidecar's report rides on its poll: noted on arrival, and its end when this returns.
+    let _seen = sidecars.into_inner().poll_arrived(req.headers(), &request);
     match request {
         StreamRequest::Stream { filter, resume } => open_stream(hub, filter, resume),
         StreamRequest::Poll {
             filter,
             revision,
             wait,
-        } => {
-            // The sidecar's report rides on its poll: noted on arrival, whatever the answer.
-            let _seen = sidecars
-                .into_inner()
-                .poll_arrived(req.headers(), &filter, revision);
-            long_poll(hub, filter, revision, wait).await
-        }
+        } => long_poll(hub, filter, revision, wait).await,
     }
 }
 
