@@ -18,6 +18,7 @@
 //! by the rule the hub answers polls by ([`crate::hub::Hub::lag`]); else **behind**, since the
 //! oldest such change arrived.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -82,11 +83,12 @@ fn unhex(text: &str) -> Option<String> {
 
 /// What the table keeps of one poll.
 #[derive(Debug, Clone)]
-pub(crate) struct Poll {
+pub(crate) struct Poll<'a> {
     pub identity: SidecarIdentity,
     /// `None`: no (usable) counts came with it.
     pub injected: Option<BTreeMap<String, FaultCounts>>,
-    pub filter: Filter,
+    /// Borrowed from the request: copied only when it differs from the one kept.
+    pub filter: Cow<'a, Filter>,
     /// The poll's `revision`: what the sidecar enforces (`None` before its first snapshot).
     pub revision: Option<u64>,
 }
@@ -154,7 +156,7 @@ impl Table {
     /// A poll arrived at `now` (`wall` by the wall clock): the sidecar's entry is created or
     /// updated and counts one more held poll. The reported counts replace the ones kept for
     /// the same policies (they are cumulative; a restarted Envoy starts again from 0).
-    pub fn arrive(&mut self, poll: Poll, now: Instant, wall: SystemTime) -> Result<Key, Full> {
+    pub fn arrive(&mut self, poll: Poll<'_>, now: Instant, wall: SystemTime) -> Result<Key, Full> {
         let Poll {
             identity,
             injected,
@@ -165,29 +167,31 @@ impl Table {
             namespace: identity.namespace,
             pod: identity.pod,
         };
-        if !self.sidecars.contains_key(&key) && self.sidecars.len() >= self.max {
-            return Err(Full);
-        }
-        let sidecar = self.sidecars.entry(key.clone()).or_insert_with(|| Sidecar {
-            workload: String::new(),
-            labels: None,
-            filter: Filter::default(),
-            revision: None,
-            first_seen: wall,
-            last_seen: wall,
-            last_seen_at: now,
-            arrived_at: now,
-            held: 0,
-            injected: BTreeMap::new(),
-        });
+        let full = self.sidecars.len() >= self.max;
+        let sidecar = match self.sidecars.get_mut(&key) {
+            Some(sidecar) => sidecar,
+            None if full => return Err(Full),
+            None => self.sidecars.entry(key.clone()).or_insert(Sidecar {
+                workload: String::new(),
+                labels: None,
+                filter: Filter::default(),
+                revision: None,
+                first_seen: wall,
+                last_seen: wall,
+                last_seen_at: now,
+                arrived_at: now,
+                held: 0,
+                injected: BTreeMap::new(),
+            }),
+        };
         if sidecar.workload != identity.workload {
             sidecar.workload = identity.workload;
         }
         if sidecar.labels != identity.labels {
             sidecar.labels = identity.labels;
         }
-        if sidecar.filter != filter {
-            sidecar.filter = filter;
+        if sidecar.filter != *filter {
+            sidecar.filter = filter.into_owned();
         }
         sidecar.revision = revision;
         sidecar.last_seen = wall;
@@ -220,12 +224,14 @@ impl Table {
     }
 
     /// The live sidecars matching `query`, from after its `continue` token, at most its page
-    /// size, with the token of the next page when more remain. `lag` says how a filter at a
+    /// size, with the token of the next page when more remain. A sidecar at `latest` (the
+    /// replica's revision) or later is current; for the others `lag` says how a filter at a
     /// revision stands (asked once per distinct pair).
     pub fn page(
         &self,
         query: &SidecarsQuery,
         now: Instant,
+        latest: Option<u64>,
         lag: impl FnMut(&Filter, Option<u64>) -> Lag,
     ) -> Result<(Vec<SidecarStatus>, Option<String>), RequestError> {
         let start = match query.continue_token.as_deref() {
@@ -237,7 +243,7 @@ impl Table {
                 )])
             })?),
         };
-        let mut lags = Lags::new(lag);
+        let mut lags = Lags::new(latest, lag);
         let mut matching = self
             .sidecars
             .range((start, Bound::Unbounded))
@@ -253,9 +259,14 @@ impl Table {
         Ok((page, last.filter(|_| more).map(Key::token)))
     }
 
-    /// The live sidecars by state at `now`.
-    pub fn census(&self, now: Instant, lag: impl FnMut(&Filter, Option<u64>) -> Lag) -> Census {
-        let mut lags = Lags::new(lag);
+    /// The live sidecars by state at `now` (`latest` and `lag` as for [`Table::page`]).
+    pub fn census(
+        &self,
+        now: Instant,
+        latest: Option<u64>,
+        lag: impl FnMut(&Filter, Option<u64>) -> Lag,
+    ) -> Census {
+        let mut lags = Lags::new(latest, lag);
         let mut census = Census::default();
         for sidecar in self.sidecars.values() {
             if !self.is_live(sidecar, now) {
@@ -332,15 +343,19 @@ fn status(key: &Key, sidecar: &Sidecar, state: SidecarState, behind: Duration) -
     }
 }
 
-/// [`Lag`]s asked once per distinct filter and revision: the replicas of a workload share both.
+/// [`Lag`]s asked once per distinct filter and revision (the replicas of a workload share
+/// both), and not at all for a sidecar at the replica's latest revision: in steady state every
+/// sidecar is, since even a poll that nothing concerned ends with that revision.
 struct Lags<'a, F> {
+    latest: Option<u64>,
     lag: F,
     known: HashMap<(&'a Filter, Option<u64>), Lag>,
 }
 
 impl<'a, F: FnMut(&Filter, Option<u64>) -> Lag> Lags<'a, F> {
-    fn new(lag: F) -> Self {
+    fn new(latest: Option<u64>, lag: F) -> Self {
         Lags {
+            latest,
             lag,
             known: HashMap::new(),
         }
@@ -348,6 +363,11 @@ impl<'a, F: FnMut(&Filter, Option<u64>) -> Lag> Lags<'a, F> {
 
     /// The sidecar's state at `now`, and how long it has been behind.
     fn state(&mut self, sidecar: &'a Sidecar, now: Instant) -> (SidecarState, Duration) {
+        if let (Some(revision), Some(latest)) = (sidecar.revision, self.latest) {
+            if revision >= latest {
+                return (SidecarState::Current, Duration::ZERO);
+            }
+        }
         let ask = &mut self.lag;
         let lag = *self
             .known
@@ -500,7 +520,7 @@ impl SidecarTable {
         let poll = Poll {
             identity,
             injected,
-            filter: filter.clone(),
+            filter: Cow::Borrowed(filter),
             revision: *revision,
         };
         match self.lock().arrive(poll, now, SystemTime::now()) {
@@ -540,9 +560,11 @@ impl SidecarTable {
     pub fn page(&self, hub: &Hub, query: &SidecarsQuery) -> Result<SidecarsPage, RequestError> {
         let (revision, halted) = hub.position().ok_or(crate::hub::Refusal::NotReady)?;
         let now = Instant::now();
-        let (sidecars, continue_token) = self
-            .lock()
-            .page(query, now, |filter, revision| hub.lag(filter, revision))?;
+        let (sidecars, continue_token) =
+            self.lock()
+                .page(query, now, Some(revision), |filter, revision| {
+                    hub.lag(filter, revision)
+                })?;
         Ok(SidecarsPage {
             replica: self.replica.clone(),
             revision,
@@ -555,13 +577,14 @@ impl SidecarTable {
     /// Forgets dead sidecars and refreshes the gauges.
     pub fn sweep(&self, hub: &Hub) {
         let now = Instant::now();
+        let latest = hub.position().map(|(revision, _)| revision);
         let census = {
             let mut table = self.lock();
             let forgotten = table.sweep(now);
             if forgotten > 0 {
                 log::debug!("forgot {forgotten} sidecars that stopped polling");
             }
-            table.census(now, |filter, revision| hub.lag(filter, revision))
+            table.census(now, latest, |filter, revision| hub.lag(filter, revision))
         };
         let gauge = |state: SidecarState| self.metrics.sidecars.with_label_values(&[state.name()]);
         gauge(SidecarState::Current).set(i64::try_from(census.current).unwrap_or(i64::MAX));

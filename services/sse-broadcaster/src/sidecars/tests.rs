@@ -15,11 +15,11 @@ fn identity(namespace: &str, pod: &str, workload: &str) -> SidecarIdentity {
     }
 }
 
-fn poll(namespace: &str, pod: &str, workload: &str, revision: Option<u64>) -> Poll {
+fn poll(namespace: &str, pod: &str, workload: &str, revision: Option<u64>) -> Poll<'static> {
     Poll {
         identity: identity(namespace, pod, workload),
         injected: None,
-        filter: Filter::parse(Some(namespace), Some(workload), None).unwrap(),
+        filter: Cow::Owned(Filter::parse(Some(namespace), Some(workload), None).unwrap()),
         revision,
     }
 }
@@ -42,7 +42,7 @@ fn all_current(_: &Filter, _: Option<u64>) -> Lag {
 }
 
 fn pods(table: &Table, query: &SidecarsQuery, now: Instant) -> Vec<String> {
-    let (page, _) = table.page(query, now, all_current).unwrap();
+    let (page, _) = table.page(query, now, None, all_current).unwrap();
     page.into_iter().map(|s| s.pod).collect()
 }
 
@@ -61,13 +61,13 @@ fn a_sidecar_lives_while_it_polls_and_for_the_ttl_after() {
     // Held for an hour: still live.
     let t1 = t0 + Duration::from_secs(3600);
     assert_eq!(pods(&table, &everything(), t1), ["reviews-0"]);
-    let (page, _) = table.page(&everything(), t1, all_current).unwrap();
+    let (page, _) = table.page(&everything(), t1, None, all_current).unwrap();
     assert!(page[0].polling);
     assert_eq!(page[0].revision, 3);
     assert_eq!(page[0].first_seen, wall);
     let ended = wall + Duration::from_secs(3600);
     table.leave(&key, t1, ended);
-    let (page, _) = table.page(&everything(), t1, all_current).unwrap();
+    let (page, _) = table.page(&everything(), t1, None, all_current).unwrap();
     assert!(!page[0].polling);
     assert_eq!(page[0].last_seen, ended);
     assert_eq!(page[0].first_seen, wall, "first seen stays");
@@ -96,7 +96,7 @@ fn each_poll_updates_the_entry_and_reports_merge() {
     second.injected = injected(&[("a", 5, 0)]);
     second.identity.labels = None;
     table.arrive(second, t0, wall).unwrap();
-    let (page, _) = table.page(&everything(), t0, all_current).unwrap();
+    let (page, _) = table.page(&everything(), t0, None, all_current).unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].revision, 9);
     assert_eq!(page[0].labels, None, "the latest identity");
@@ -106,7 +106,7 @@ fn each_poll_updates_the_entry_and_reports_merge() {
     let mut restarted = poll("demo", "reviews-0", "reviews", Some(9));
     restarted.injected = injected(&[("a", 1, 0)]);
     table.arrive(restarted, t0, wall).unwrap();
-    let (page, _) = table.page(&everything(), t0, all_current).unwrap();
+    let (page, _) = table.page(&everything(), t0, None, all_current).unwrap();
     assert_eq!(page[0].injected["a"], counts(1, 0));
     assert!(page[0].polling, "two polls held, one ended");
 }
@@ -134,7 +134,7 @@ fn counts_per_sidecar_are_bounded_dropping_the_stalest() {
     let mut new = poll("demo", "r-0", "reviews", Some(1));
     new.injected = injected(&[("new", 1, 0)]);
     table.arrive(new, later, wall).unwrap();
-    let (page, _) = table.page(&everything(), later, all_current).unwrap();
+    let (page, _) = table.page(&everything(), later, None, all_current).unwrap();
     let kept = &page[0].injected;
     assert_eq!(kept.len(), MAX_POLICIES_PER_SIDECAR);
     assert!(kept.contains_key("new") && kept.contains_key("p0"));
@@ -224,7 +224,7 @@ fn pages_are_sorted_filtered_and_continue_where_they_ended() {
     };
     let mut pages = 0;
     loop {
-        let (page, token) = table.page(&next, t0, all_current).unwrap();
+        let (page, token) = table.page(&next, t0, None, all_current).unwrap();
         pages += 1;
         assert!(page.len() <= 2);
         seen.extend(page.into_iter().map(|s| s.pod));
@@ -243,6 +243,7 @@ fn pages_are_sorted_filtered_and_continue_where_they_ended() {
                 ..SidecarsQuery::default()
             },
             t0,
+            None,
             all_current,
         )
         .unwrap();
@@ -252,7 +253,7 @@ fn pages_are_sorted_filtered_and_continue_where_they_ended() {
             continue_token: Some(bad.into()),
             ..SidecarsQuery::default()
         };
-        let Err(RequestError::Invalid(problems)) = table.page(&query, t0, all_current) else {
+        let Err(RequestError::Invalid(problems)) = table.page(&query, t0, None, all_current) else {
             panic!("{bad}: accepted");
         };
         assert_eq!(problems[0].field, "continue");
@@ -287,7 +288,7 @@ fn states_follow_the_hubs_lag_asked_once_per_filter_and_revision() {
         }
     };
     let now = t0 + Duration::from_secs(2);
-    let (page, _) = table.page(&everything(), now, lag).unwrap();
+    let (page, _) = table.page(&everything(), now, None, lag).unwrap();
     assert_eq!(
         asked.get(),
         3,
@@ -303,16 +304,22 @@ fn states_follow_the_hubs_lag_asked_once_per_filter_and_revision() {
     assert_eq!(by_pod["new-0"].behind_seconds, 2.0);
     assert_eq!(by_pod["new-0"].revision, 0);
     assert_eq!(
-        table.census(now, lag),
+        table.census(now, None, lag),
         Census {
             current: 2,
             behind: 2,
             max_lag_seconds: 3.5
         }
     );
-    // Dead sidecars count nowhere.
+    // At the replica's latest revision a sidecar is current without asking.
+    asked.set(0);
+    let census = table.census(now, Some(7), lag);
+    assert_eq!((census.current, census.behind), (2, 2));
+    assert_eq!(asked.get(), 2, "only ratings (5) and new (none)");
+    let census = table.census(now, Some(5), lag);
+    assert_eq!((census.current, census.behind), (3, 1));
     assert_eq!(
-        table.census(now, all_current),
+        table.census(now, None, all_current),
         Census {
             current: 4,
             behind: 0,
@@ -324,7 +331,7 @@ fn states_follow_the_hubs_lag_asked_once_per_filter_and_revision() {
         .arrive(poll("demo", "x", "ratings", Some(1)), t0, wall)
         .unwrap();
     idle.leave(&key, t0, wall);
-    assert_eq!(idle.census(t0 + TTL, lag), Census::default());
+    assert_eq!(idle.census(t0 + TTL, None, lag), Census::default());
 }
 
 #[test]
