@@ -299,3 +299,66 @@ fn the_sidecars_route_names_bad_parameters() {
     .expect("POST");
     assert_eq!(post.status, 405);
 }
+
+#[test]
+fn the_table_holds_as_many_sidecars_as_clients_and_makes_room_after_the_ttl() {
+    let services = Services::embedded(
+        Settings {
+            sidecar_ttl: TTL,
+            max_clients: 1,
+            ..Settings::default()
+        },
+        None,
+    );
+    let addr = services.broadcaster();
+    let revision = services.put(&policy("a", "reviews", 0));
+    services.wait_broadcaster_at(revision);
+    let reviews = identity("reviews-0", "reviews");
+    let ratings = identity("ratings-0", "ratings");
+    let ratings_poll = |wait_ms: u64| {
+        let path = format!(
+            "/v1/config/stream?mode=poll&namespace=demo&service=ratings&wait_ms={wait_ms}&revision={revision}"
+        );
+        http_request(
+            addr,
+            "GET",
+            &path,
+            &[(SIDECAR_HEADER, ratings.as_str())],
+            None,
+            Duration::from_secs(10),
+        )
+        .expect("poll")
+    };
+    std::thread::scope(|scope| {
+        // reviews holds the only client slot, and the only place in the table.
+        let held = scope.spawn(|| {
+            poll(
+                addr,
+                "reviews",
+                Some(revision),
+                2_000,
+                &[(SIDECAR_HEADER, &reviews)],
+            )
+        });
+        assert!(wait_until(deadline(), || {
+            sidecar(addr, "reviews-0").is_some_and(|s| s.polling)
+        }));
+        let refused = ratings_poll(0);
+        assert_eq!(refused.status, 503, "{}", refused.body_text());
+        assert_eq!(
+            metric(&services, "boifi_broadcaster_sidecars_untracked_total"),
+            Some(1.0)
+        );
+        assert!(sidecar(addr, "ratings-0").is_none());
+        held.join().unwrap();
+    });
+    // Once reviews is forgotten (the TTL after its poll ended, then the sweep), ratings gets
+    // its place.
+    let ended = Instant::now();
+    let listed = wait_until(deadline(), || {
+        ratings_poll(0).status == 200 && sidecar(addr, "ratings-0").is_some()
+    });
+    assert!(listed);
+    assert!(ended.elapsed() >= TTL - Duration::from_millis(50));
+    assert!(sidecar(addr, "reviews-0").is_none());
+}
