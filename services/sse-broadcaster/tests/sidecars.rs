@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use boifi_policy::wire::{
-    SidecarState, SidecarStatus, SidecarsPage, INJECTED_HEADER, SIDECAR_HEADER,
+    SidecarState, SidecarStatus, SidecarsPage, SidecarsQuery, INJECTED_HEADER, SIDECAR_HEADER,
 };
-use boifi_sse_broadcaster::Settings;
+use boifi_sse_broadcaster::{RequestError, Settings};
 use boifi_tests::http::{http_request, HttpResponse};
 use boifi_tests::services::{deadline, Services};
 use boifi_tests::wait_until;
@@ -109,6 +109,31 @@ fn every_poll_updates_its_sidecar_and_the_table_forgets_it_after_the_ttl() {
     assert_eq!(seen.injected["reviews-abort"].abort, 12);
     assert_eq!(seen.injected["reviews-abort"].delay, 3);
     assert!(!seen.polling);
+    // In process (`boifi serve`'s policy-api reads it so), the same table.
+    let in_process = services
+        .broadcaster_handle()
+        .sidecars(&SidecarsQuery::default())
+        .expect("in-process page");
+    let over_http = page(addr);
+    let summary = |page: &SidecarsPage| -> Vec<_> {
+        page.sidecars
+            .iter()
+            .map(|s| (s.identity(), s.revision, s.state, s.injected.clone()))
+            .collect()
+    };
+    assert_eq!(summary(&in_process), summary(&over_http));
+    assert_eq!(
+        (in_process.replica, in_process.revision),
+        (over_http.replica, over_http.revision)
+    );
+    let bad = SidecarsQuery {
+        continue_token: Some("zz".into()),
+        ..SidecarsQuery::default()
+    };
+    assert!(matches!(
+        services.broadcaster_handle().sidecars(&bad),
+        Err(RequestError::Invalid(_))
+    ));
 
     // Its next poll is held: polling, current at the revision it sent; no counts changed.
     let held = std::thread::scope(|scope| {
