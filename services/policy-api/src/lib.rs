@@ -11,6 +11,8 @@
 //!   middleware and `/metrics`.
 //! - [`routes`]: handlers, one file per route group (`policies`, `halt`, `health`).
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
+//! - [`write_guard`]: what every write must be, auth on or off: same-origin (`Origin`) and a
+//!   JSON or YAML body (`Content-Type`); checked by the [`Writer`] extractor.
 //!
 //! | route | token | statuses |
 //! |---|---|---|
@@ -18,16 +20,17 @@
 //! | `GET /v1/ready` | none | 200, 503 (store does not answer `ping` within 800 ms) |
 //! | `GET /metrics` | none | 200 (Prometheus text) |
 //! | `GET /v1/openapi.json` | none | 200 |
-//! | `GET /v1/policies` | reader | 200 `{"policies":[...]}`, 401, 503 |
-//! | `POST /v1/policies` | writer | 201 created, 200 replaced, 400, 401, 403, 409, 413, 503 |
+//! | `GET /v1/policies` | reader | 200 `{"policies":[...],"continue"?}` (pages), 400, 401, 503 |
+//! | `POST /v1/policies` | writer | 201 created, 200 replaced, 400, 401, 403, 409, 413, 415, 503 |
 //! | `GET /v1/policies/{name}` | reader | 200 (`ETag: "<revision>"`), 401, 404, 503 |
 //! | `PUT /v1/policies/{name}` | writer | as POST; `metadata.name` must equal `{name}` |
-//! | `DELETE /v1/policies/{name}` | writer | 204, 400, 401, 403, 404, 409, 503 |
+//! | `DELETE /v1/policies/{name}` | writer | 204, 400, 401, 403, 404, 409, 415, 503 |
 //! | `GET /v1/halt` | reader | 200 `{"halted":bool,"revision":N}`, 401, 503 |
-//! | `POST`/`DELETE /v1/halt` | writer | 200 (set / cleared), 401, 403, 503 |
+//! | `POST`/`DELETE /v1/halt` | writer | 200 (set / cleared), 400, 401, 403, 413, 415, 503 |
 //!
-//! Unknown paths get a JSON 404, unknown methods on a known path a JSON 405. Writes accept
-//! `If-Match: <revision>` (quotes optional) and `If-None-Match: *`.
+//! Unknown paths get a JSON 404, unknown methods on a known path a JSON 405 with `Allow`.
+//! Policy bodies are JSON or YAML (`Content-Type`); writes from a foreign `Origin` are 403.
+//! Writes accept `If-Match: <revision>` (quotes optional) and `If-None-Match: *`.
 //!
 //! The pieces of [`AppState`] (`Auth`, `ApiMetrics`, the clock) are separate `Arc`s so a second
 //! service (the sse-broadcaster, or both in `boifi serve`) can mount its routes next to ours.
@@ -49,6 +52,7 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 mod state;
+pub mod write_guard;
 
 pub use auth::{Auth, Principal, Reader, Role, Writer};
 pub use boifi_store::{Clock, ManualClock, SystemClock};
@@ -66,32 +70,34 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .app_data(web::Data::from(Arc::clone(&state.auth)))
         .app_data(web::Data::from(Arc::clone(&state.metrics)));
     error::configure_extractors(cfg);
-    cfg.service(resource("/v1/health").route(web::get().to(health::health)))
-        .service(resource("/v1/ready").route(web::get().to(health::ready)))
-        .service(resource("/metrics").route(web::get().to(metrics::metrics)))
-        .service(resource("/v1/openapi.json").route(web::get().to(openapi::openapi_json)))
+    cfg.service(resource("/v1/health", "GET").route(web::get().to(health::health)))
+        .service(resource("/v1/ready", "GET").route(web::get().to(health::ready)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics::metrics)))
+        .service(resource("/v1/openapi.json", "GET").route(web::get().to(openapi::openapi_json)))
         .service(
-            resource("/v1/policies")
+            resource("/v1/policies", "GET, POST")
                 .route(web::get().to(policies::list_policies))
                 .route(web::post().to(policies::create_policy)),
         )
         .service(
-            resource("/v1/policies/{name}")
+            resource("/v1/policies/{name}", "GET, PUT, DELETE")
                 .route(web::get().to(policies::get_policy))
                 .route(web::put().to(policies::replace_policy))
                 .route(web::delete().to(policies::delete_policy)),
         )
         .service(
-            resource("/v1/halt")
+            resource("/v1/halt", "GET, POST, DELETE")
+                .app_data(web::PayloadConfig::new(halt::MAX_BODY_BYTES))
                 .route(web::get().to(halt::get_halt))
                 .route(web::post().to(halt::set_halt))
                 .route(web::delete().to(halt::clear_halt)),
         );
 }
 
-/// A resource whose unknown methods get a JSON 405.
-pub fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(error::method_not_allowed))
+/// A resource serving the methods `allow` (as the `Allow` header lists them, e.g.
+/// `"GET, POST"`); any other method gets a JSON 405 with that `Allow`.
+pub fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(error::method_not_allowed(allow))
 }
 
 /// The whole application: request log and metrics around [`configure`], JSON 404 for

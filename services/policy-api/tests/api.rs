@@ -382,19 +382,35 @@ async fn ready_is_503_when_the_store_is_unreachable() {
 }
 
 #[actix_web::test]
-async fn unknown_paths_and_methods_get_json_404_and_405() {
+async fn unknown_paths_and_methods_get_json_404_and_405_with_allow() {
     let (app, _, _dir) = embedded_app().await;
     send(&app, TestRequest::get().uri("/v2/nothing"))
         .await
         .assert_error(404, "not_found");
-    send(
-        &app,
-        TestRequest::patch()
-            .uri("/v1/policies/x")
-            .insert_header(bearer(WRITER)),
-    )
-    .await
-    .assert_error(405, "method_not_allowed");
+    for (path, methods) in ROUTES {
+        let uri = path.replace("{name}", "p");
+        let allow = methods
+            .iter()
+            .map(|m| m.to_uppercase())
+            .collect::<Vec<_>>()
+            .join(", ");
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"] {
+            if methods.contains(&method.to_lowercase().as_str()) {
+                continue;
+            }
+            let req = TestRequest::default()
+                .method(method.parse().unwrap())
+                .uri(&uri)
+                .insert_header(bearer(WRITER));
+            let reply = send(&app, req).await;
+            reply.assert_error(405, "method_not_allowed");
+            assert_eq!(
+                reply.header(header::ALLOW),
+                Some(allow.as_str()),
+                "{method} {uri}"
+            );
+        }
+    }
 }
 
 #[actix_web::test]

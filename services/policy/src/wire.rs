@@ -22,8 +22,8 @@ pub mod sidecars;
 pub mod sse;
 
 pub use query::{
-    FieldProblem, Filter, Mode, StreamQuery, MAX_LABELS, MAX_LABEL_PART_LEN, MAX_NAME_LEN,
-    MAX_QUERY_LEN,
+    read_query, FieldProblem, Filter, Mode, StreamQuery, MAX_LABELS, MAX_LABEL_PART_LEN,
+    MAX_NAME_LEN, MAX_QUERY_LEN,
 };
 pub use sidecars::{
     parse_injected, FaultCounts, IdentityHeader, InjectedHeader, ReportError, SidecarIdentity,

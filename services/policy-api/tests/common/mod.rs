@@ -85,6 +85,20 @@ pub async fn embedded_app() -> (
     (app, clock, dir)
 }
 
+/// [`embedded_app`] with auth disabled (`BOIFI_AUTH_DISABLED=true`): every request is a writer.
+pub async fn embedded_app_without_auth() -> (
+    impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+    tempfile::TempDir,
+) {
+    let (store, dir) = embedded();
+    let state = AppState::new(store, Auth::disabled()).expect("metrics");
+    (test::init_service(app(state)).await, dir)
+}
+
 /// A valid policy in the design brief's format.
 pub fn policy(name: &str) -> Value {
     json!({
@@ -106,6 +120,11 @@ pub fn policy(name: &str) -> Value {
             } ]
         }
     })
+}
+
+/// `GET uri` with the reader token.
+pub fn get_as_reader(uri: &str) -> TestRequest {
+    TestRequest::get().uri(uri).insert_header(bearer(READER))
 }
 
 pub fn bearer(token: &str) -> (header::HeaderName, String) {

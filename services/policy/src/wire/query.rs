@@ -216,7 +216,7 @@ impl StreamQuery {
     /// every problem is reported, each naming its parameter; an unknown or repeated parameter,
     /// or a query over [`MAX_QUERY_LEN`] bytes, is reported alone.
     pub fn parse(query: &str) -> Result<StreamQuery, Vec<FieldProblem>> {
-        let values = parameters(query, &PARAMETERS)?;
+        let values = read_query(query, &PARAMETERS).map_err(|problem| vec![problem])?;
         let [namespace, service, labels, mode, last_event_id, revision, wait_ms] = values;
         let mut problems = Vec::new();
         let filter = Filter::parse(namespace.as_deref(), service.as_deref(), labels.as_deref())
@@ -264,36 +264,37 @@ impl StreamQuery {
     }
 }
 
-/// The values of `names` in `query`, in their order. The query string as a whole is refused
-/// (one problem, field `query`) when it is longer than [`MAX_QUERY_LEN`] or holds an unknown
-/// or repeated parameter.
-pub(super) fn parameters<const N: usize>(
+/// The values of a query string (at most [`MAX_QUERY_LEN`] bytes) whose parameters must be
+/// among `parameters`, each given at most once, in the order of `parameters`. An unknown or
+/// repeated parameter, or a query too long, is one problem on the field `query` that names
+/// it. Decoding as in [`StreamQuery::parse`]; the policy-api's list reads its query this way.
+pub fn read_query<const N: usize>(
     query: &str,
-    names: &[&str; N],
-) -> Result<[Option<String>; N], Vec<FieldProblem>> {
+    parameters: &[&'static str; N],
+) -> Result<[Option<String>; N], FieldProblem> {
     if query.len() > MAX_QUERY_LEN {
-        return Err(vec![FieldProblem::new(
+        return Err(FieldProblem::new(
             "query",
             format!("longer than {MAX_QUERY_LEN} bytes"),
-        )]);
+        ));
     }
     let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
     for (name, value) in form_pairs(query) {
-        let Some(index) = names.iter().position(|p| *p == name) else {
-            let expected: Vec<String> = names.iter().map(|p| format!("`{p}`")).collect();
-            return Err(vec![FieldProblem::new(
+        let Some(index) = parameters.iter().position(|p| *p == name) else {
+            let expected: Vec<String> = parameters.iter().map(|p| format!("`{p}`")).collect();
+            return Err(FieldProblem::new(
                 "query",
                 format!(
                     "unknown field `{name}`, expected one of {}",
                     expected.join(", ")
                 ),
-            )]);
+            ));
         };
         if values[index].is_some() {
-            return Err(vec![FieldProblem::new(
+            return Err(FieldProblem::new(
                 "query",
-                format!("duplicate field `{}`", names[index]),
-            )]);
+                format!("duplicate field `{}`", parameters[index]),
+            ));
         }
         values[index] = Some(value);
     }

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::query::{parameters, parse_name, whole_number, Query};
+use super::query::{parse_name, read_query, whole_number, Query};
 use super::{FieldProblem, MAX_LABELS, MAX_LABEL_PART_LEN, MAX_NAME_LEN};
 
 /// Request header of every poll: the sidecar's [`SidecarIdentity`].
@@ -294,7 +294,8 @@ impl SidecarsQuery {
     /// Parses the query strictly: every problem names its parameter; an unknown or repeated
     /// parameter is refused alone.
     pub fn parse(query: &str) -> Result<SidecarsQuery, Vec<FieldProblem>> {
-        let [namespace, service, limit, continue_token] = parameters(query, &SIDECARS_PARAMETERS)?;
+        let [namespace, service, limit, continue_token] =
+            read_query(query, &SIDECARS_PARAMETERS).map_err(|problem| vec![problem])?;
         let mut problems = Vec::new();
         let namespace = parse_name("namespace", namespace.as_deref(), &mut problems);
         let service = parse_name("service", service.as_deref(), &mut problems);
