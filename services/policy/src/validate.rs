@@ -78,7 +78,7 @@ fn check_metadata(metadata: &Metadata, errors: &mut ValidationErrors) {
     }
 }
 
-fn check_dns_label(name: &str) -> Result<(), String> {
+pub(crate) fn check_dns_label(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
     }
