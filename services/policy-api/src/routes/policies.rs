@@ -5,6 +5,8 @@
 //! stored. The server stamps `status` (times, expiry); reads fill in the store revision and
 //! mark expired rules.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
@@ -16,6 +18,7 @@ use utoipa::ToSchema;
 use crate::auth::{Reader, Writer};
 use crate::error::ErrorBody;
 use crate::routes::body::Body;
+use crate::sidecars::SidecarView;
 use crate::{ApiError, AppState};
 
 pub mod list;
@@ -64,9 +67,8 @@ pub async fn list_policies(
     req: HttpRequest,
 ) -> Result<web::Json<PolicyList>, ApiError> {
     let query = ListQuery::parse(req.query_string()).map_err(ApiError::invalid_query)?;
-    let snapshot = state
-        .metrics
-        .store_result("snapshot", state.store.snapshot().await)?;
+    let (snapshot, view) = tokio::join!(state.store.snapshot(), sidecar_view(&state));
+    let snapshot = state.metrics.store_result("snapshot", snapshot)?;
     state.metrics.set_policies(snapshot.policies.len());
     let (page, next) = list::page(
         snapshot.policies,
@@ -77,7 +79,7 @@ pub async fn list_policies(
     let now = state.clock.now_ms();
     let policies = page
         .into_iter()
-        .map(|p| for_output(p.policy, p.revision, now))
+        .map(|p| with_sidecar_status(for_output(p.policy, p.revision, now), view.as_deref()))
         .collect();
     Ok(web::Json(PolicyList { policies, next }))
 }
@@ -99,11 +101,15 @@ pub async fn get_policy(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let (stored, view) = tokio::join!(state.store.get(&name), sidecar_view(&state));
     let StoredPolicy { policy, revision } = state
         .metrics
-        .store_result("get", state.store.get(&name).await)?
+        .store_result("get", stored)?
         .ok_or_else(|| not_found(&name))?;
-    let policy = for_output(policy, revision, state.clock.now_ms());
+    let policy = with_sidecar_status(
+        for_output(policy, revision, state.clock.now_ms()),
+        view.as_deref(),
+    );
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(revision)))
         .json(policy))
@@ -340,6 +346,31 @@ fn etag(revision: Revision) -> String {
 
 fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("policy \"{}\" not found", name.escape_default()))
+}
+
+/// The sidecar tables, when this server has a source for them.
+async fn sidecar_view(state: &AppState) -> Option<Arc<SidecarView>> {
+    match &state.sidecars {
+        Some(sidecars) => Some(sidecars.view().await),
+        None => None,
+    }
+}
+
+/// `status.enforcement` and `status.injected` of a policy read, from the sidecar tables
+/// (left out when the server has none).
+fn with_sidecar_status(mut policy: Policy, view: Option<&SidecarView>) -> Policy {
+    let Some(view) = view else {
+        return policy;
+    };
+    let Policy {
+        metadata,
+        spec,
+        status,
+    } = &mut policy;
+    let status = status.get_or_insert_with(Default::default);
+    status.enforcement = Some(view.enforcement(&spec.selector, status.revision));
+    status.injected = Some(view.injected(&metadata.name));
+    policy
 }
 
 /// A stored policy as the API returns it: `status.revision` from the store, expired rules

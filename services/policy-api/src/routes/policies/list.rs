@@ -23,8 +23,8 @@ pub const MAX_LIMIT: usize = 1000;
 
 const PARAMETERS: [&str; 4] = ["limit", "continue", "namespace", "service"];
 
-/// A policy name is at most 63 bytes, so a token (hex) is at most this long.
-const MAX_TOKEN_LEN: usize = 2 * 63;
+/// Longest policy name, hence the longest name a token stands for.
+const MAX_NAME_LEN: usize = 63;
 
 /// What `GET /v1/policies` was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl ListQuery {
                 DEFAULT_LIMIT
             }
         };
-        let after = match token.as_deref().map(decode_token) {
+        let after = match token.as_deref().map(|t| decode_token(t, MAX_NAME_LEN)) {
             None => None,
             Some(Some(name)) => Some(name),
             Some(None) => {
@@ -114,15 +114,16 @@ pub fn page<T>(
 }
 
 /// The token for "after `name`": opaque to clients (they send it back as they got it).
-fn encode_token(name: &str) -> String {
+pub(crate) fn encode_token(name: &str) -> String {
     name.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The name a token stands for; `None` for anything [`encode_token`] cannot have written.
-fn decode_token(token: &str) -> Option<String> {
+/// The name a token stands for; `None` for anything [`encode_token`] cannot have written
+/// for a name of at most `max_len` bytes.
+pub(crate) fn decode_token(token: &str, max_len: usize) -> Option<String> {
     let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
     if token.is_empty()
-        || token.len() > MAX_TOKEN_LEN
+        || token.len() > 2 * max_len
         || !token.len().is_multiple_of(2)
         || !token.bytes().all(lower_hex)
     {
