@@ -33,6 +33,9 @@ pub use view::{ReplicaRead, SidecarView, MAX_LAGGING_NAMES};
 /// How long one gathering answers reads: the tables are at most this much older than the
 /// request (plus the time to gather), and a burst of reads costs one gathering.
 pub const MAX_AGE: Duration = Duration::from_millis(500);
+/// A gathering younger than this answers every read, whatever it asks for: reads of a policy
+/// the replicas have not seen yet gather at most this often.
+pub const MIN_AGE: Duration = Duration::from_millis(50);
 
 /// One gathering, and when it started.
 struct Gathered {
@@ -68,14 +71,20 @@ impl Sidecars {
         }
     }
 
-    /// The tables as of at most `max_age` ago. One gathering at a time: requests that arrive
-    /// meanwhile wait for it and take its result (it started after they arrived, or is fresh
-    /// enough), so a slow replica does not make every waiting request gather again.
-    pub async fn view(&self) -> Arc<SidecarView> {
+    /// The tables as of at most `max_age` ago, and from replicas that all serve `revision`
+    /// or later: a read about a policy just written (`apply --wait` reads it right after the
+    /// write) does not get tables gathered before the replicas knew of it, which could only
+    /// say that no sidecar enforces it; such a read gathers again, at most every
+    /// [`MIN_AGE`]. One gathering at a time: requests that arrive meanwhile wait for it and
+    /// take its result (it started after they arrived), so a slow replica does not make every
+    /// waiting request gather again.
+    pub async fn view(&self, revision: u64) -> Arc<SidecarView> {
         let arrived = Instant::now();
         let mut last = self.last.lock().await;
         if let Some(gathered) = last.gathered.as_ref() {
-            if gathered.started >= arrived || gathered.started.elapsed() < self.max_age {
+            let age = gathered.started.elapsed();
+            let recent = age < self.max_age && gathered.view.revision() >= revision;
+            if gathered.started >= arrived || age < MIN_AGE.min(self.max_age) || recent {
                 return Arc::clone(&gathered.view);
             }
         }

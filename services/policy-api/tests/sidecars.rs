@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +14,7 @@ use boifi_policy::wire::{
     FaultCounts, SidecarState, SidecarStatus, SidecarsPage, SidecarsQuery, UnreachableReplica,
 };
 use boifi_policy_api::app;
-use boifi_policy_api::sidecars::{SidecarSource, Sidecars};
+use boifi_policy_api::sidecars::{SidecarSource, Sidecars, MIN_AGE};
 use common::*;
 use serde_json::{json, Value};
 
@@ -23,6 +23,8 @@ use serde_json::{json, Value};
 struct Replicas {
     tables: Mutex<BTreeMap<String, Result<Vec<SidecarStatus>, String>>>,
     pages: AtomicUsize,
+    /// The replicas serve revision 0 (they have not seen any write yet), else 100.
+    behind: AtomicBool,
 }
 
 impl Replicas {
@@ -47,7 +49,11 @@ impl SidecarSource for Replicas {
         let sidecars = self.tables.lock().unwrap()[address].clone()?;
         Ok(SidecarsPage {
             replica: format!("sse-broadcaster-{address}"),
-            revision: 100,
+            revision: if self.behind.load(Ordering::SeqCst) {
+                0
+            } else {
+                100
+            },
             halted: false,
             sidecars,
             continue_token: None,
@@ -280,6 +286,32 @@ async fn a_burst_of_reads_gathers_once_and_a_later_read_again() {
         send(&app, get("/v1/sidecars")).await;
     }
     assert_eq!(replicas.pages.load(Ordering::SeqCst), 3, "stale at once");
+}
+
+#[actix_web::test]
+async fn a_policy_newer_than_the_tables_is_read_from_a_new_gathering() {
+    let replicas = Arc::new(Replicas::default());
+    replicas.set("a", Ok(Vec::new()));
+    replicas.behind.store(true, Ordering::SeqCst);
+    let (app, _dir) = app_with(replicas.clone(), Duration::from_secs(3600)).await;
+    write_policy(&app).await;
+    let gatherings = || replicas.pages.load(Ordering::SeqCst);
+    let past_min_age = || std::thread::sleep(MIN_AGE + Duration::from_millis(10));
+    send(&app, get("/v1/sidecars")).await;
+    assert_eq!(gatherings(), 1);
+    past_min_age();
+    send(&app, get("/v1/sidecars")).await;
+    assert_eq!(gatherings(), 1, "the list asks for no revision");
+    send(&app, get("/v1/policies/reviews-abort")).await;
+    assert_eq!(gatherings(), 2, "the tables predate the policy");
+    replicas.behind.store(false, Ordering::SeqCst);
+    past_min_age();
+    send(&app, get("/v1/policies")).await;
+    assert_eq!(gatherings(), 3);
+    past_min_age();
+    send(&app, get("/v1/policies/reviews-abort")).await;
+    send(&app, get("/v1/sidecars?policy=reviews-abort")).await;
+    assert_eq!(gatherings(), 3, "the replicas know of it now");
 }
 
 #[actix_web::test]

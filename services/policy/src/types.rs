@@ -197,11 +197,15 @@ pub struct PolicyStatus {
     pub rules: Vec<RuleStatus>,
     /// Which live sidecars the policy selects and how many enforce this revision. Reads only,
     /// and only on a server that gathers the sidecar tables (`docs/sidecar-status.md`).
+    /// Read back (deserialized) only with the feature `sidecar-status`: the plugin never needs
+    /// it, and reading these two fields would cost its module 6 KB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(not(feature = "sidecar-status"), serde(skip_deserializing))]
     pub enforcement: Option<Enforcement>,
     /// Faults injected under this policy's name, summed over the live sidecars (each counts
     /// since its Envoy started). Reads only, like `enforcement`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(not(feature = "sidecar-status"), serde(skip_deserializing))]
     pub injected: Option<FaultCounts>,
 }
 

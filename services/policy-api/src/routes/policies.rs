@@ -67,8 +67,9 @@ pub async fn list_policies(
     req: HttpRequest,
 ) -> Result<web::Json<PolicyList>, ApiError> {
     let query = ListQuery::parse(req.query_string()).map_err(ApiError::invalid_query)?;
-    let (snapshot, view) = tokio::join!(state.store.snapshot(), sidecar_view(&state));
-    let snapshot = state.metrics.store_result("snapshot", snapshot)?;
+    let snapshot = state
+        .metrics
+        .store_result("snapshot", state.store.snapshot().await)?;
     state.metrics.set_policies(snapshot.policies.len());
     let (page, next) = list::page(
         snapshot.policies,
@@ -76,6 +77,8 @@ pub async fn list_policies(
         |p| &p.policy.metadata.name,
         |p| &p.policy.spec.selector,
     );
+    let newest = page.iter().map(|p| p.revision).max().unwrap_or(0);
+    let view = sidecar_view(&state, newest).await;
     let now = state.clock.now_ms();
     let policies = page
         .into_iter()
@@ -101,11 +104,11 @@ pub async fn get_policy(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (stored, view) = tokio::join!(state.store.get(&name), sidecar_view(&state));
     let StoredPolicy { policy, revision } = state
         .metrics
-        .store_result("get", stored)?
+        .store_result("get", state.store.get(&name).await)?
         .ok_or_else(|| not_found(&name))?;
+    let view = sidecar_view(&state, revision).await;
     let policy = with_sidecar_status(
         for_output(policy, revision, state.clock.now_ms()),
         view.as_deref(),
@@ -348,10 +351,11 @@ fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("policy \"{}\" not found", name.escape_default()))
 }
 
-/// The sidecar tables, when this server has a source for them.
-async fn sidecar_view(state: &AppState) -> Option<Arc<SidecarView>> {
+/// The sidecar tables, when this server has a source for them, from replicas that know of
+/// `revision` if they can.
+async fn sidecar_view(state: &AppState, revision: u64) -> Option<Arc<SidecarView>> {
     match &state.sidecars {
-        Some(sidecars) => Some(sidecars.view().await),
+        Some(sidecars) => Some(sidecars.view(revision).await),
         None => None,
     }
 }

@@ -42,16 +42,16 @@ pub async fn list_sidecars(
 ) -> Result<web::Json<SidecarList>, ApiError> {
     let query = SidecarListQuery::parse(req.query_string()).map_err(ApiError::invalid_query)?;
     let sidecars = state.sidecars.as_ref().ok_or(ApiError::NoSidecarSource)?;
-    let selector = match &query.policy {
-        None => None,
+    let (selector, revision) = match &query.policy {
+        None => (None, 0),
         Some(name) => {
             let stored = state
                 .metrics
                 .store_result("get", state.store.get(name).await)?
                 .ok_or_else(|| ApiError::NotFound(format!("policy \"{name}\" not found")))?;
-            Some(stored.policy.spec.selector)
+            (Some(stored.policy.spec.selector), stored.revision)
         }
     };
-    let view = sidecars.view().await;
+    let view = sidecars.view(revision).await;
     Ok(web::Json(view.list(&query, selector.as_ref())))
 }

@@ -140,6 +140,16 @@ impl SidecarView {
         self.groups = groups;
     }
 
+    /// The store revision every replica that answered serves (the lowest of theirs); `u64::MAX`
+    /// when none answered (no replica to wait for).
+    pub fn revision(&self) -> u64 {
+        self.replicas
+            .iter()
+            .map(|r| r.revision)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
     /// Live sidecars listed.
     pub fn len(&self) -> usize {
         self.sidecars.len()
