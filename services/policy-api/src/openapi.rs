@@ -34,12 +34,14 @@ use crate::{metrics, routes, ApiError};
         routes::halt::get_halt,
         routes::halt::set_halt,
         routes::halt::clear_halt,
+        routes::sidecars::list_sidecars,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken, &HeadersNotNullable),
     tags(
         (name = "policies", description = "Fault-injection policies"),
         (name = "halt", description = "Global kill switch"),
+        (name = "sidecars", description = "Which sidecars enforce which revision, and the faults they injected"),
         (name = "health", description = "Probes, metrics and this document (no token)"),
     )
 )]

@@ -10,6 +10,7 @@
 //!   check; its [`Filter`] says which policies a workload may receive.
 //! - [`sidecars`]: sidecar reports: the identity and fault-count headers of every poll, and
 //!   the broadcaster's `GET /v1/sidecars` query and answer.
+//! - [`gathered`]: policy-api's `GET /v1/sidecars` answer, every replica's table merged.
 //! - [`rule_active`]: the expiry boundary, the same for the server's `expired` flag, the
 //!   broadcaster's removal of expired rules and the plugin's matching.
 //!
@@ -17,10 +18,12 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod gathered;
 mod query;
 pub mod sidecars;
 pub mod sse;
 
+pub use gathered::{ReplicaSummary, SidecarList, UnreachableReplica};
 pub use query::{
     read_query, FieldProblem, Filter, Mode, StreamQuery, MAX_LABELS, MAX_LABEL_PART_LEN,
     MAX_NAME_LEN, MAX_QUERY_LEN,

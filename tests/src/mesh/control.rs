@@ -1,15 +1,16 @@
 //! The control plane of the local mesh: real etcd plus the `policy-api` and `sse-broadcaster`
 //! binaries ([`ControlPlaneKind::Separate`], with one or more broadcaster replicas on the same
 //! etcd), or `boifi serve` alone on its embedded store ([`ControlPlaneKind::Serve`]), as
-//! processes on loopback with auth off; and the API calls the scenarios make (policies, the
-//! kill switch, a broadcaster replica's sidecar table).
+//! processes on loopback with auth off (policy-api gathers the sidecar tables of every
+//! replica: `BOIFI_BROADCASTERS`); and the API calls the scenarios make (policies, the kill
+//! switch, a broadcaster replica's sidecar table, the API's merged one).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use boifi_policy::wire::{SidecarsPage, SidecarsQuery};
+use boifi_policy::wire::{SidecarList, SidecarsPage, SidecarsQuery};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -192,20 +193,28 @@ impl ControlPlane {
                     .map(EtcdServer::endpoint)
                     .ok_or("no etcd")?;
                 let store = vec![("BOIFI_ETCD_ENDPOINTS".to_owned(), endpoints)];
+                let mut stream_addrs: Vec<SocketAddr> = Vec::new();
+                while stream_addrs.len() < self.broadcasters.replicas {
+                    let stream_addr = addr(free_port());
+                    if stream_addr != api_addr && !stream_addrs.contains(&stream_addr) {
+                        stream_addrs.push(stream_addr);
+                    }
+                }
+                // policy-api gathers the sidecar tables of every replica.
+                let broadcasters: Vec<String> =
+                    stream_addrs.iter().map(|a| format!("http://{a}")).collect();
+                let mut api_env = store.clone();
+                api_env.push(("BOIFI_BROADCASTERS".to_owned(), broadcasters.join(",")));
                 let mut services = vec![Service {
                     name: "policy-api",
                     binary: workspace_binary("policy-api")?,
                     args: Vec::new(),
-                    env: store.clone(),
+                    env: api_env,
                     addr: api_addr,
                     log: log("policy-api"),
                     process: None,
                 }];
-                for replica in 0..self.broadcasters.replicas {
-                    let mut stream_addr = addr(free_port());
-                    while services.iter().any(|s| s.addr == stream_addr) {
-                        stream_addr = addr(free_port());
-                    }
+                for (replica, stream_addr) in stream_addrs.into_iter().enumerate() {
                     let mut env = store.clone();
                     env.extend(self.broadcasters.env.iter().cloned());
                     env.push(("HOSTNAME".into(), format!("sse-broadcaster-{replica}")));
@@ -282,6 +291,50 @@ impl ControlPlane {
             }
         }
         Ok(all.expect("one page at least"))
+    }
+
+    /// policy-api's merged sidecar table (`GET /v1/sidecars?<query>`, every page).
+    pub fn api_sidecars(&self, query: &str) -> Result<SidecarList, String> {
+        let mut all: Option<SidecarList> = None;
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/sidecars?{query}");
+            if let Some(token) = &token {
+                path.push_str(&format!("&continue={token}"));
+            }
+            let r = self.call("GET", &path, None)?;
+            if r.status != 200 {
+                return Err(format!("GET {path}: {} {}", r.status, r.body_text()));
+            }
+            let mut page: SidecarList = serde_json::from_slice(&r.body)
+                .map_err(|e| format!("GET {path}: not a sidecar list: {e}"))?;
+            token = page.continue_token.take();
+            match all.as_mut() {
+                None => all = Some(page),
+                Some(all) => all.sidecars.extend(page.sidecars),
+            }
+            if token.is_none() {
+                return Ok(all.expect("one page at least"));
+            }
+        }
+    }
+
+    /// `GET /v1/policies/{name}` as the API answers it.
+    pub fn policy(&self, name: &str) -> Result<Value, String> {
+        let r = self.call("GET", &format!("/v1/policies/{name}"), None)?;
+        if r.status != 200 {
+            return Err(format!("GET {name}: {} {}", r.status, r.body_text()));
+        }
+        serde_json::from_slice(&r.body).map_err(|e| format!("GET {name}: not JSON: {e}"))
+    }
+
+    /// Stops broadcaster replica `replica` by PID (SIGKILL, like a crash); the other
+    /// processes keep running.
+    pub fn stop_broadcaster(&mut self, replica: usize) {
+        let first = self.services.len() - self.broadcasters.replicas;
+        if let Some(service) = self.services.get_mut(first + replica) {
+            service.stop();
+        }
     }
 
     /// etcd's client URL, when the control plane has one.

@@ -4,3 +4,4 @@ pub mod body;
 pub mod halt;
 pub mod health;
 pub mod policies;
+pub mod sidecars;

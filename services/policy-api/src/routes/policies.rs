@@ -5,6 +5,8 @@
 //! stored. The server stamps `status` (times, expiry); reads fill in the store revision and
 //! mark expired rules.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
@@ -16,6 +18,7 @@ use utoipa::{IntoParams, IntoResponses, ToSchema};
 use crate::auth::{Reader, Writer};
 use crate::error::ErrorBody;
 use crate::routes::body::Body;
+use crate::sidecars::SidecarView;
 use crate::{ApiError, AppState};
 
 pub mod list;
@@ -118,10 +121,12 @@ pub async fn list_policies(
         |p| &p.policy.metadata.name,
         |p| &p.policy.spec.selector,
     );
+    let newest = page.iter().map(|p| p.revision).max().unwrap_or(0);
+    let view = sidecar_view(&state, newest).await;
     let now = state.clock.now_ms();
     let policies = page
         .into_iter()
-        .map(|p| for_output(p.policy, p.revision, now))
+        .map(|p| with_sidecar_status(for_output(p.policy, p.revision, now), view.as_deref()))
         .collect();
     Ok(web::Json(PolicyList { policies, next }))
 }
@@ -147,7 +152,11 @@ pub async fn get_policy(
         .metrics
         .store_result("get", state.store.get(&name).await)?
         .ok_or_else(|| not_found(&name))?;
-    let policy = for_output(policy, revision, state.clock.now_ms());
+    let view = sidecar_view(&state, revision).await;
+    let policy = with_sidecar_status(
+        for_output(policy, revision, state.clock.now_ms()),
+        view.as_deref(),
+    );
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(revision)))
         .json(policy))
@@ -352,6 +361,32 @@ fn etag(revision: Revision) -> String {
 
 fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("policy \"{}\" not found", name.escape_default()))
+}
+
+/// The sidecar tables, when this server has a source for them, from replicas that know of
+/// `revision` if they can.
+async fn sidecar_view(state: &AppState, revision: u64) -> Option<Arc<SidecarView>> {
+    match &state.sidecars {
+        Some(sidecars) => Some(sidecars.view(revision).await),
+        None => None,
+    }
+}
+
+/// `status.enforcement` and `status.injected` of a policy read, from the sidecar tables
+/// (left out when the server has none).
+fn with_sidecar_status(mut policy: Policy, view: Option<&SidecarView>) -> Policy {
+    let Some(view) = view else {
+        return policy;
+    };
+    let Policy {
+        metadata,
+        spec,
+        status,
+    } = &mut policy;
+    let status = status.get_or_insert_with(Default::default);
+    status.enforcement = Some(view.enforcement(&spec.selector, status.revision));
+    status.injected = Some(view.injected(&metadata.name));
+    policy
 }
 
 /// A stored policy as the API returns it: `status.revision` from the store, expired rules

@@ -186,6 +186,7 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), String> {
 
 /// Faults one sidecar injected for one policy since its Envoy started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FaultCounts {
     pub abort: u64,
     pub delay: u64,
@@ -353,6 +354,7 @@ impl SidecarsQuery {
 
 /// Whether a sidecar is enforcing every change that concerns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SidecarState {
     /// Its revision is at least that of the latest change concerning it.
@@ -373,6 +375,7 @@ impl SidecarState {
 
 /// One sidecar in a `GET /v1/sidecars` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SidecarStatus {
     pub pod: String,
     pub namespace: String,
@@ -387,9 +390,11 @@ pub struct SidecarStatus {
     /// it has not acknowledged; 0 when current.
     pub behind_seconds: f64,
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub first_seen: SystemTime,
     /// When its last poll arrived or ended.
     #[serde(with = "rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_seen: SystemTime,
     /// A poll of it is held now.
     pub polling: bool,

@@ -23,8 +23,8 @@ pub const MAX_LIMIT: usize = 1000;
 
 const PARAMETERS: [&str; 4] = ["limit", "continue", "namespace", "service"];
 
-/// A policy name is at most 63 bytes, so a token (hex) is at most this long.
-const MAX_TOKEN_LEN: usize = 2 * 63;
+/// Longest policy name, hence the longest name a token stands for.
+const MAX_NAME_LEN: usize = 63;
 
 /// What `GET /v1/policies` was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +54,13 @@ impl ListQuery {
                 DEFAULT_LIMIT
             }
         };
-        let after = match token.as_deref().map(decode_token) {
+        let after = match token.as_deref().map(|t| {
+            // Policy names are DNS labels: a token for anything else was not issued here.
+            decode_token(t, MAX_NAME_LEN).filter(|name| {
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })
+        }) {
             None => None,
             Some(Some(name)) => Some(name),
             Some(None) => {
@@ -133,18 +139,19 @@ pub fn page<T>(
     (page, token)
 }
 
-/// The token for "after `name`": opaque to clients (they send it back as they got it). Names
-/// are DNS labels, so a token is the hex of `[a-z0-9-]` bytes.
-fn encode_token(name: &str) -> String {
+/// The token for "after `name`": opaque to clients (they send it back as they got it): the
+/// hex of the name's bytes.
+pub(crate) fn encode_token(name: &str) -> String {
     name.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The name a token stands for; `None` for anything [`encode_token`] cannot have written
-/// (the OpenAPI document gives the same rule as a pattern, so a client can check it too).
-fn decode_token(token: &str) -> Option<String> {
+/// for a UTF-8 name of at most `max_len` bytes (the OpenAPI document gives the policy list's
+/// rule as a pattern, so a client can check it too).
+pub(crate) fn decode_token(token: &str, max_len: usize) -> Option<String> {
     let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
     if token.is_empty()
-        || token.len() > MAX_TOKEN_LEN
+        || token.len() > 2 * max_len
         || !token.len().is_multiple_of(2)
         || !token.bytes().all(lower_hex)
     {
@@ -154,11 +161,7 @@ fn decode_token(token: &str) -> Option<String> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok())
         .collect::<Option<Vec<u8>>>()?;
-    let label_byte = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
-    bytes
-        .iter()
-        .all(label_byte)
-        .then(|| String::from_utf8(bytes).ok())?
+    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]
