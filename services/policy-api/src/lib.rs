@@ -9,7 +9,7 @@
 //! - [`auth`]: bearer tokens with `reader`/`writer` roles ([`Reader`], [`Writer`] extractors).
 //! - [`metrics`]: [`ApiMetrics`] (own Prometheus registry), the request log/metrics
 //!   middleware and `/metrics`.
-//! - [`routes`]: handlers, one file per route group (`policies`, `halt`, `health`).
+//! - [`routes`]: handlers, one file per route group (`policies`, `halt`, `audit`, `health`).
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
 //! - [`write_guard`]: what every write must be, auth on or off: same-origin (`Origin`) and a
 //!   JSON or YAML body (`Content-Type`); checked by the [`Writer`] extractor.
@@ -27,10 +27,13 @@
 //! | `DELETE /v1/policies/{name}` | writer | 204, 400, 401, 403, 404, 409, 415, 503 |
 //! | `GET /v1/halt` | reader | 200 `{"halted":bool,"revision":N}`, 401, 503 |
 //! | `POST`/`DELETE /v1/halt` | writer | 200 (set / cleared), 400, 401, 403, 413, 415, 503 |
+//! | `GET /v1/audit` | reader | 200 `{"entries":[...],"continue"?}` (newest first, pages), 400, 401, 503 |
 //!
 //! Unknown paths get a JSON 404, unknown methods on a known path a JSON 405 with `Allow`.
 //! Policy bodies are JSON or YAML (`Content-Type`); writes from a foreign `Origin` are 403.
-//! Writes accept `If-Match: <revision>` (quotes optional) and `If-None-Match: *`.
+//! Writes accept `If-Match: <revision>` (quotes optional) and `If-None-Match: *`, and
+//! `X-Boifi-Reason: <why>` for the audit trail, which records every write, delete, halt and
+//! resume with the token's name in the same store transaction as the change.
 //!
 //! The pieces of [`AppState`] (`Auth`, `ApiMetrics`, the clock) are separate `Arc`s so a second
 //! service (the sse-broadcaster, or both in `boifi serve`) can mount its routes next to ours.
@@ -64,7 +67,7 @@ pub use state::AppState;
 
 /// Register the shared state, the extractor settings and every policy-api route.
 pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
-    use routes::{halt, health, policies};
+    use routes::{audit, halt, health, policies};
 
     cfg.app_data(web::Data::new(state.clone()))
         .app_data(web::Data::from(Arc::clone(&state.auth)))
@@ -91,7 +94,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .route(web::get().to(halt::get_halt))
                 .route(web::post().to(halt::set_halt))
                 .route(web::delete().to(halt::clear_halt)),
-        );
+        )
+        .service(resource("/v1/audit", "GET").route(web::get().to(audit::list_audit)));
 }
 
 /// A resource serving the methods `allow` (as the `Allow` header lists them, e.g.

@@ -31,12 +31,14 @@ use crate::{metrics, routes, ApiError};
         routes::halt::get_halt,
         routes::halt::set_halt,
         routes::halt::clear_halt,
+        routes::audit::list_audit,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken),
     tags(
         (name = "policies", description = "Fault-injection policies"),
         (name = "halt", description = "Global kill switch"),
+        (name = "audit", description = "Who changed what, when and why"),
         (name = "health", description = "Probes, metrics and this document (no token)"),
     )
 )]

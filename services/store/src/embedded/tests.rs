@@ -10,6 +10,10 @@ use super::*;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
+fn by() -> Attribution {
+    Attribution::new("test", None, 0).unwrap()
+}
+
 fn policy(name: &str, version: &str) -> ValidPolicy {
     let policy: Policy = serde_json::from_value(serde_json::json!({
         "metadata": { "name": name, "version": version },
@@ -59,7 +63,7 @@ async fn a_leftover_temp_file_from_a_crash_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let put = store
-        .put(&policy("p", "old"), Precondition::None)
+        .put(&policy("p", "old"), Precondition::None, &by())
         .await
         .unwrap();
     drop(store);
@@ -86,7 +90,7 @@ async fn a_truncated_temp_file_from_a_crash_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     store
-        .put(&policy("p", "old"), Precondition::None)
+        .put(&policy("p", "old"), Precondition::None, &by())
         .await
         .unwrap();
     drop(store);
@@ -97,7 +101,7 @@ async fn a_truncated_temp_file_from_a_crash_is_ignored() {
     assert_eq!(version_of(&store, "p").as_deref(), Some("old"));
     // And the store keeps working: the next write replaces the state as usual.
     store
-        .put(&policy("p", "next"), Precondition::None)
+        .put(&policy("p", "next"), Precondition::None, &by())
         .await
         .unwrap();
     drop(store);
@@ -155,7 +159,7 @@ async fn the_state_file_is_replaced_whole_on_every_write() {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     for i in 0..5 {
         store
-            .put(&policy("p", &i.to_string()), Precondition::None)
+            .put(&policy("p", &i.to_string()), Precondition::None, &by())
             .await
             .unwrap();
         // What is on disk after each acknowledged write parses and has that write.
@@ -172,7 +176,7 @@ async fn history_is_bounded_and_older_revisions_are_compacted() {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let total = HISTORY_EVENTS + 5;
     for i in 0..total {
-        store.set_halted(i % 2 == 0).await.unwrap();
+        store.set_halted(i % 2 == 0, &by()).await.unwrap();
     }
     let last = store.snapshot().await.unwrap().revision;
     assert_eq!(last, total as Revision);
@@ -208,7 +212,7 @@ async fn a_lagging_watcher_catches_up_from_history_without_gaps() {
     // More events than the live buffer holds, none read yet: the receiver lags.
     let count = BROADCAST_CAPACITY + 20;
     for i in 0..count {
-        store.set_halted(i % 2 == 0).await.unwrap();
+        store.set_halted(i % 2 == 0, &by()).await.unwrap();
     }
     for expected in 1..=count as Revision {
         let event = next(&mut stream).await.unwrap();
@@ -222,7 +226,7 @@ async fn a_watcher_lagging_past_the_history_ends_with_compacted() {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let mut stream = store.watch(0).await.unwrap();
     for i in 0..(BROADCAST_CAPACITY + HISTORY_EVENTS) {
-        store.set_halted(i % 2 == 0).await.unwrap();
+        store.set_halted(i % 2 == 0, &by()).await.unwrap();
     }
     let err = next(&mut stream).await.unwrap_err();
     assert!(
@@ -241,7 +245,8 @@ async fn a_write_abandoned_by_its_caller_still_completes_in_memory_and_on_disk()
     let p = policy("abandoned", "1");
     // Poll once so the write starts, then drop the future.
     {
-        let put = store.put(&p, Precondition::None);
+        let by = by();
+        let put = store.put(&p, Precondition::None, &by);
         let _ = tokio::time::timeout(Duration::ZERO, put).await;
     }
     let event = next(&mut stream).await.unwrap();
