@@ -397,12 +397,13 @@ mod cases {
             .await
             .unwrap();
         let mallory = by_at("mallory", Some("should not appear"), T0_MS);
+        let stale = first.revision + 100;
         let refused = [
             store
                 .put(&policy("p", "2"), Precondition::Absent, &mallory)
                 .await,
             store
-                .put(&policy("p", "2"), Precondition::Revision(1), &mallory)
+                .put(&policy("p", "2"), Precondition::Revision(stale), &mallory)
                 .await,
             store
                 .put(
@@ -418,7 +419,7 @@ mod cases {
                 "{result:?}"
             );
         }
-        for precondition in [Precondition::Revision(1), Precondition::Absent] {
+        for precondition in [Precondition::Revision(stale), Precondition::Absent] {
             let result = store.delete("p", precondition, &mallory).await;
             assert!(
                 matches!(result, Err(StoreError::Conflict { .. })),
@@ -813,9 +814,9 @@ mod embedded {
             Backend::with_retention(AuditRetention::default())
         }
 
-        pub fn with_retention(_retention: AuditRetention) -> Self {
+        pub fn with_retention(retention: AuditRetention) -> Self {
             let dir = tempfile::tempdir().unwrap();
-            let store = Some(EmbeddedStore::open(dir.path()).unwrap());
+            let store = Some(EmbeddedStore::open_with_retention(dir.path(), retention).unwrap());
             Backend { dir, store }
         }
 
