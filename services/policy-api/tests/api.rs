@@ -21,6 +21,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/policies", &["get", "post"]),
     ("/v1/policies/{name}", &["get", "put", "delete"]),
     ("/v1/halt", &["get", "post", "delete"]),
+    ("/v1/audit", &["get"]),
 ];
 
 #[actix_web::test]
@@ -207,6 +208,14 @@ async fn a_bad_policy_gets_one_400_listing_every_problem() {
     )
     .await;
     assert_eq!(list.body["policies"], json!([]));
+    let audit = send(
+        &app,
+        TestRequest::get()
+            .uri("/v1/audit")
+            .insert_header(bearer(READER)),
+    )
+    .await;
+    assert_eq!(audit.body, json!({ "entries": [] }), "no write, no entry");
 }
 
 #[actix_web::test]
@@ -260,6 +269,7 @@ async fn missing_and_unknown_tokens_are_401_and_readers_may_not_write() {
             ),
             ("GET one", TestRequest::get().uri("/v1/policies/x"), false),
             ("GET /v1/halt", TestRequest::get().uri("/v1/halt"), false),
+            ("GET /v1/audit", TestRequest::get().uri("/v1/audit"), false),
             (
                 "POST /v1/policies",
                 TestRequest::post().uri("/v1/policies").set_json(&valid),
@@ -331,6 +341,14 @@ async fn missing_and_unknown_tokens_are_401_and_readers_may_not_write() {
     )
     .await;
     assert_eq!(list.body["policies"], json!([]));
+    let audit = send(
+        &app,
+        TestRequest::get()
+            .uri("/v1/audit")
+            .insert_header(bearer(READER)),
+    )
+    .await;
+    assert_eq!(audit.body, json!({ "entries": [] }), "no write, no entry");
 }
 
 #[actix_web::test]
@@ -681,6 +699,8 @@ async fn openapi_document_lists_every_route() {
         "FieldError",
         "PolicyList",
         "HaltState",
+        "AuditList",
+        "AuditRecord",
     ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }
