@@ -9,6 +9,8 @@
 //! | `BOIFI_DATA_DIR` | `./boifi-data` | directory of the embedded store |
 //! | `BOIFI_TOKENS_FILE` | unset | API tokens, one `<name> <role> <token>` per line |
 //! | `BOIFI_AUTH_DISABLED` | `false` | `true` serves without tokens (local use only) |
+//! | `BOIFI_AUDIT_MAX_ENTRIES` | `10000` | audit entries kept (1 to 10,000,000) |
+//! | `BOIFI_AUDIT_MAX_AGE` | `30d` | audit entries older than this go (1 s to 10 years) |
 //!
 //! Surrounding whitespace is ignored and a blank value counts as unset, as for every BOIFI
 //! variable ([`boifi_runtime::env`]).
