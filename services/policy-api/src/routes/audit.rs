@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Principal, Reader};
 use crate::error::ErrorBody;
+use crate::routes::policies::list::parse_limit;
 use crate::{ApiError, AppState};
 
 /// The header that carries the reason of a policy write or delete (and may carry that of a
@@ -29,8 +30,6 @@ use crate::{ApiError, AppState};
 pub const REASON_HEADER: &str = "x-boifi-reason";
 /// Entries in a page when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 100;
-/// Largest `limit`.
-pub const MAX_LIMIT: usize = 1000;
 
 const PARAMETERS: [&str; 5] = ["limit", "continue", "policy", "actor", "action"];
 /// A cursor is a position, at most 20 digits.
@@ -131,17 +130,10 @@ pub fn parse_query(query: &str, now_ms: u64) -> Result<AuditQuery, Vec<FieldProb
         read_query(query, &PARAMETERS).map_err(|problem| vec![problem])?;
     let mut problems = Vec::new();
     let mut parsed = AuditQuery::newest(DEFAULT_LIMIT, now_ms);
-    if let Some(limit) = limit {
-        match limit.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => parsed.limit = n,
-            _ => problems.push(FieldProblem::new(
-                "limit",
-                format!(
-                    "expected a whole number from 1 to {MAX_LIMIT}, found `{}`",
-                    limit.escape_default()
-                ),
-            )),
-        }
+    match limit.as_deref().map(parse_limit) {
+        None => {}
+        Some(Ok(limit)) => parsed.limit = limit,
+        Some(Err(problem)) => problems.push(problem),
     }
     if let Some(token) = token {
         let digits = !token.is_empty()

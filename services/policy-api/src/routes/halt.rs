@@ -70,6 +70,7 @@ pub async fn get_halt(
         content((Option<HaltRequest> = "application/json"), (Option<HaltRequest> = "application/yaml"))),
     params(
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, instead of the body's `reason`: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(
@@ -99,6 +100,7 @@ pub async fn set_halt(
         content((Option<HaltRequest> = "application/json"), (Option<HaltRequest> = "application/yaml"))),
     params(
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, instead of the body's `reason`: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(

@@ -120,6 +120,7 @@ pub async fn get_policy(
         ("If-None-Match" = Option<String>, Header, pattern = r"^\*$",
             description = "`*`: write only if the name is new"),
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(
@@ -161,6 +162,7 @@ pub async fn create_policy(
         ("If-None-Match" = Option<String>, Header, pattern = r"^\*$",
             description = "`*`: write only if the name is new"),
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(
@@ -199,6 +201,7 @@ pub async fn replace_policy(
         ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
             description = "Delete only if the stored revision is this one (the `ETag`, quotes optional)"),
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(
