@@ -155,6 +155,12 @@ fn send(
     }
     let result = match body {
         Some(body) => builder.body(body).map(|r| agent.run(r)),
+        // A write without a body says so with `Content-Length: 0`: ureq would send an empty
+        // chunked body, which the API's write guard takes for a body without a type (415).
+        None if !matches!(method, "GET" | "HEAD") => builder
+            .header("content-length", "0")
+            .body(&[][..])
+            .map(|r| agent.run(r)),
         None => builder.body(()).map(|r| agent.run(r)),
     };
     let mut response = result
