@@ -58,6 +58,12 @@ pub enum ApiError {
     /// The store did not answer; the cause is logged.
     #[error("the policy store is unavailable")]
     Unavailable(String),
+    /// Sidecar status was asked of a server that has no source for it.
+    #[error(
+        "sidecar status is not available: this policy-api was started without \
+         BOIFI_BROADCASTERS (the sse-broadcaster URLs whose sidecar tables it gathers)"
+    )]
+    NoSidecarSource,
     /// A bug or damaged data; the cause is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -122,6 +128,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::NoSidecarSource => "sidecars_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -146,7 +153,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NoSidecarSource => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -9,7 +9,11 @@
 //! - [`auth`]: bearer tokens with `reader`/`writer` roles ([`Reader`], [`Writer`] extractors).
 //! - [`metrics`]: [`ApiMetrics`] (own Prometheus registry), the request log/metrics
 //!   middleware and `/metrics`.
-//! - [`routes`]: handlers, one file per route group (`policies`, `halt`, `audit`, `health`).
+//! - [`routes`]: handlers, one file per route group (`policies`, `halt`, `audit`, `health`,
+//!   `sidecars`).
+//! - [`sidecars`]: sidecar status: the broadcaster replicas' sidecar tables gathered (behind
+//!   the [`sidecars::SidecarSource`] trait), merged and cached, for `GET /v1/sidecars` and the
+//!   `status.enforcement` and `status.injected` of policy reads.
 //! - [`openapi`]: the OpenAPI document generated from the handlers.
 //! - [`write_guard`]: what every write must be, auth on or off: same-origin (`Origin`) and a
 //!   JSON or YAML body (`Content-Type`); checked by the [`Writer`] extractor.
@@ -26,6 +30,7 @@
 //! | `PUT /v1/policies/{name}` | writer | as POST; `metadata.name` must equal `{name}` |
 //! | `DELETE /v1/policies/{name}` | writer | 204, 400, 401, 403, 404, 409, 415, 503 |
 //! | `GET /v1/halt` | reader | 200 `{"halted":bool,"revision":N}`, 401, 503 |
+//! | `GET /v1/sidecars` | reader | 200 `{"sidecars":[...],"replicas","unreachable","continue"?}`, 400, 401, 404 (`policy`), 503 (no sidecar source) |
 //! | `POST`/`DELETE /v1/halt` | writer | 200 (set / cleared), 400, 401, 403, 413, 415, 503 |
 //! | `GET /v1/audit` | reader | 200 `{"entries":[...],"continue"?}` (newest first, pages), 400, 401, 503 |
 //!
@@ -54,6 +59,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod server;
+pub mod sidecars;
 mod state;
 pub mod write_guard;
 
@@ -67,7 +73,7 @@ pub use state::AppState;
 
 /// Register the shared state, the extractor settings and every policy-api route.
 pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
-    use routes::{audit, halt, health, policies};
+    use routes::{audit, halt, health, policies, sidecars};
 
     cfg.app_data(web::Data::new(state.clone()))
         .app_data(web::Data::from(Arc::clone(&state.auth)))
@@ -95,6 +101,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .route(web::post().to(halt::set_halt))
                 .route(web::delete().to(halt::clear_halt)),
         )
+        .service(resource("/v1/sidecars", "GET").route(web::get().to(sidecars::list_sidecars)))
         .service(resource("/v1/audit", "GET").route(web::get().to(audit::list_audit)));
 }
 

@@ -23,6 +23,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/policies", &["get", "post"]),
     ("/v1/policies/{name}", &["get", "put", "delete"]),
     ("/v1/halt", &["get", "post", "delete"]),
+    ("/v1/sidecars", &["get"]),
     ("/v1/audit", &["get"]),
 ];
 

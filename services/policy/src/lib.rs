@@ -53,4 +53,4 @@ pub use matching::{
 pub use parse::parse_policy;
 pub use types::*;
 pub use valid::{Format, ValidPolicy};
-pub use validate::compile;
+pub use validate::{check_dns_label, compile};

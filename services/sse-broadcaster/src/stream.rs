@@ -25,6 +25,7 @@ use crate::config::Settings;
 use crate::error::RequestError;
 use crate::hub::{ClientGuard, Hub, PollCheck, RingItem};
 use crate::metrics::{EventKind, Mode};
+use crate::sidecars::SidecarTable;
 use crate::sse;
 
 /// A parsed request.
@@ -77,6 +78,7 @@ pub(crate) fn parse_request(
 pub(crate) async fn config_stream(
     req: HttpRequest,
     hub: web::Data<Hub>,
+    sidecars: web::Data<SidecarTable>,
 ) -> Result<HttpResponse, RequestError> {
     let last_event_id = req
         .headers()
@@ -85,6 +87,8 @@ pub(crate) async fn config_stream(
     let request = parse_request(req.query_string(), last_event_id, &hub.settings)
         .map_err(RequestError::Invalid)?;
     let hub = hub.into_inner();
+    // A sidecar's report rides on its poll: noted on arrival, and its end when this returns.
+    let _seen = sidecars.into_inner().poll_arrived(req.headers(), &request);
     match request {
         StreamRequest::Stream { filter, resume } => open_stream(hub, filter, resume),
         StreamRequest::Poll {

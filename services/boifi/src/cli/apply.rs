@@ -8,6 +8,9 @@
 //! someone made in between is reported rather than overwritten. A refusal of one policy is
 //! reported and the others go on, unless it would repeat for every policy (no token, wrong
 //! role, server unreachable). `--reason` goes to the server's audit trail with each write.
+//!
+//! `--wait`: then wait until every sidecar each applied policy selects enforces it
+//! ([`super::wait`]), at most `--timeout`.
 
 use boifi_policy::Policy;
 use clap::Args;
@@ -18,12 +21,17 @@ use super::audit;
 use super::client::{policy_path, Client, Connection, ConnectionArgs, Reply};
 use super::documents::{self, FilesArgs};
 use super::error::ErrorReply;
-use super::{each_policy, CliError, Io};
+use super::{each_policy, wait, CliError, Io};
 
 #[derive(Debug, Clone, Args)]
 pub struct ApplyArgs {
     #[command(flatten)]
     pub files: FilesArgs,
+    /// Then wait until every live sidecar each policy selects enforces it, at most --timeout
+    /// (exit 1 at the timeout, naming the sidecars that lag). A policy that selects no live
+    /// sidecar is done at once, with a warning.
+    #[arg(long)]
+    pub wait: bool,
     /// Why, for the server's audit trail (e.g. "game day 7: reviews fail").
     #[arg(long, value_name = "TEXT", value_parser = audit::parse_reason)]
     pub reason: Option<String>,
@@ -53,13 +61,26 @@ pub fn run(args: &ApplyArgs, vars: Vec<(String, String)>, io: &mut Io<'_>) -> Re
     let documents = documents::read_args(&args.files.files, io.stdin)?;
     let policies = documents::valid_or_report(documents, io.err, "applied")?;
     let client = Connection::resolve(&args.connection, None, vars)?.client();
-    each_policy(
+    let mut applied = Vec::new();
+    let written = each_policy(
         &policies,
         |p| p.name(),
         "applied",
         io,
-        |policy| apply_one(&client, policy.policy(), args.reason.as_deref()).map(Outcome::as_str),
-    )
+        |policy| {
+            let outcome = apply_one(&client, policy.policy(), args.reason.as_deref())?;
+            applied.push(policy.name().to_owned());
+            Ok(outcome.as_str())
+        },
+    );
+    if args.wait && !applied.is_empty() {
+        // The writes' own failure, if any, is the one to report; the wait's goes to stderr.
+        let waited = wait::wait(&client, &applied, args.connection.timeout, io);
+        if let (Ok(()), Err(e)) = (&written, waited) {
+            return Err(e);
+        }
+    }
+    written
 }
 
 /// Brings one policy on the server to `policy`.

@@ -1,7 +1,9 @@
 //! The command line: one enum of subcommands, each handing its work to its own module.
 //!
 //! - [`apply`], [`get`], [`delete`], [`halt`] (`halt` and `resume`), [`audit`], [`watch`],
-//!   [`validate`], [`completion`]: one file per command, each with its arguments and its `run`.
+//!   [`validate`], [`status`], [`completion`]: one file per command, each with its arguments
+//!   and its `run`.
+//! - [`wait`]: `apply --wait`, until the selected sidecars enforce what was applied.
 //! - [`client`]: where the server is, the token, the HTTP client (timeouts, bounded bodies).
 //! - [`documents`]: policy documents from files, directories and stdin, checked offline with
 //!   the API's own checks.
@@ -30,8 +32,10 @@ pub mod error;
 pub mod get;
 pub mod halt;
 pub mod sse;
+pub mod status;
 pub mod table;
 pub mod validate;
+pub mod wait;
 pub mod watch;
 
 pub use error::{CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
@@ -69,6 +73,9 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Check policy files offline, with the API's own checks (no server needed).
     Validate(validate::ValidateArgs),
+    /// Show the sidecars, the revision each enforces and the faults it injected; or, for one
+    /// policy, how many of the sidecars it selects enforce it.
+    Status(status::StatusArgs),
     /// Print a shell completion script.
     Completion(completion::CompletionArgs),
     /// Run policy-api and the sse-broadcaster stream in one process (local use: the embedded
@@ -167,6 +174,7 @@ where
         Command::Audit(args) => audit::run(&args, vars, io),
         Command::Watch(args) => watch::run(&args, vars, io),
         Command::Validate(args) => validate::run(&args, io),
+        Command::Status(args) => status::run(&args, vars, io),
         Command::Completion(args) => completion::run(&args, io),
         Command::Serve => Err(CliError::Usage("serve is not a client command".to_owned())),
     };

@@ -5,3 +5,4 @@ pub mod body;
 pub mod halt;
 pub mod health;
 pub mod policies;
+pub mod sidecars;

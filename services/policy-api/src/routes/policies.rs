@@ -5,18 +5,21 @@
 //! stored. The server stamps `status` (times, expiry); reads fill in the store revision and
 //! mark expired rules.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
 use boifi_policy::{status, Format, Policy, ValidPolicy};
 use boifi_store::{AuditAction, Precondition, Revision, StoreError, StoredPolicy};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::auth::{Reader, Writer};
 use crate::error::ErrorBody;
 use crate::routes::audit;
 use crate::routes::body::Body;
+use crate::sidecars::SidecarView;
 use crate::{ApiError, AppState};
 
 pub mod list;
@@ -27,6 +30,50 @@ use list::ListQuery;
 /// `created_at` is that of the policy replaced; when other writers keep getting in between,
 /// the last attempt writes unconditionally (last writer wins, as the client asked).
 const WRITE_ATTEMPTS: usize = 4;
+
+/// The optimistic-concurrency headers of `POST`/`PUT` ([`precondition`] reads them).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct WritePreconditions {
+    /// Write only if the stored revision is this one (the `ETag`, quotes optional).
+    #[param(rename = "If-Match", pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#)]
+    pub if_match: Option<String>,
+    /// `*`: write only if the name is new.
+    #[param(rename = "If-None-Match", pattern = r"^\*$")]
+    pub if_none_match: Option<String>,
+}
+
+/// What `POST` and `PUT` answer (for the OpenAPI document).
+#[derive(IntoResponses)]
+pub enum WriteResponses {
+    #[response(status = 201, description = "Created", headers(
+        ("ETag" = String, description = "Quoted store revision"),
+        ("Location" = String, description = "The new policy's path")))]
+    Created(Policy),
+    #[response(status = 200, description = "Replaced", headers(
+        ("ETag" = String, description = "Quoted store revision")))]
+    Replaced(Policy),
+    #[response(
+        status = 400,
+        description = "Every problem, with field paths (YAML syntax: field \"\", message \"line L, column C: ...\")"
+    )]
+    Invalid(ErrorBody),
+    #[response(status = 401, description = "Missing or unknown token")]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "Token is not a writer, or the request came from another origin"
+    )]
+    Forbidden(ErrorBody),
+    #[response(status = 409, description = "Precondition failed")]
+    Conflict(ErrorBody),
+    #[response(status = 413, description = "Body larger than 1 MiB")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "Body neither JSON nor YAML")]
+    UnsupportedMediaType(ErrorBody),
+    #[response(status = 503, description = "Store unavailable")]
+    Unavailable(ErrorBody),
+}
 
 /// `GET /v1/policies`: a page of policies.
 #[derive(Debug, Serialize, ToSchema)]
@@ -44,11 +91,11 @@ pub struct PolicyList {
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
             description = "Policies per page, 1-1000; default 500"),
-        ("continue" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,63}$",
+        ("continue" = Option<String>, Query, pattern = "^(2d|3[0-9]|6[1-9a-f]|7[0-9a]){1,63}$",
             description = "The `continue` of the previous page"),
-        ("namespace" = Option<String>, Query, max_length = 253,
+        ("namespace" = Option<String>, Query, max_length = 253, pattern = "^[!-~]*$",
             description = "Only policies whose selector can match a workload in this namespace"),
-        ("service" = Option<String>, Query, max_length = 253,
+        ("service" = Option<String>, Query, max_length = 253, pattern = "^[!-~]*$",
             description = "Only policies whose selector can match a workload of this name"),
     ),
     responses(
@@ -75,17 +122,19 @@ pub async fn list_policies(
         |p| &p.policy.metadata.name,
         |p| &p.policy.spec.selector,
     );
+    let newest = page.iter().map(|p| p.revision).max().unwrap_or(0);
+    let view = sidecar_view(&state, newest).await;
     let now = state.clock.now_ms();
     let policies = page
         .into_iter()
-        .map(|p| for_output(p.policy, p.revision, now))
+        .map(|p| with_sidecar_status(for_output(p.policy, p.revision, now), view.as_deref()))
         .collect();
     Ok(web::Json(PolicyList { policies, next }))
 }
 
 #[utoipa::path(
     get, path = "/v1/policies/{name}", tag = "policies",
-    params(("name" = String, Path, description = "Policy name")),
+    params(("name" = String, Path, description = "Policy name", example = "reviews-abort")),
     responses(
         (status = 200, description = "The policy; `ETag` is its revision", body = Policy,
             headers(("ETag" = String, description = "Quoted store revision"))),
@@ -104,7 +153,11 @@ pub async fn get_policy(
         .metrics
         .store_result("get", state.store.get(&name).await)?
         .ok_or_else(|| not_found(&name))?;
-    let policy = for_output(policy, revision, state.clock.now_ms());
+    let view = sidecar_view(&state, revision).await;
+    let policy = with_sidecar_status(
+        for_output(policy, revision, state.clock.now_ms()),
+        view.as_deref(),
+    );
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(revision)))
         .json(policy))
@@ -115,28 +168,12 @@ pub async fn get_policy(
     request_body(description = "The policy, JSON or YAML (one document); `status` is ignored",
         content((Policy = "application/json"), (Policy = "application/yaml"))),
     params(
-        ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
-            description = "Write only if the stored revision is this one (the `ETag`, quotes optional)"),
-        ("If-None-Match" = Option<String>, Header, pattern = r"^\*$",
-            description = "`*`: write only if the name is new"),
+        WritePreconditions,
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
             pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
-    responses(
-        (status = 201, description = "Created", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"),
-                ("Location" = String, description = "The new policy's path"))),
-        (status = 200, description = "Replaced", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"))),
-        (status = 400, description = "Every problem, with field paths (YAML syntax: field \"\", message \"line L, column C: ...\"); or a bad `X-Boifi-Reason`", body = ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
-        (status = 403, description = "Token is not a writer, or the request came from another origin", body = ErrorBody),
-        (status = 409, description = "Precondition failed", body = ErrorBody),
-        (status = 413, description = "Body larger than 1 MiB", body = ErrorBody),
-        (status = 415, description = "Body neither JSON nor YAML", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
-    ),
+    responses(WriteResponses),
     security(("bearer" = []))
 )]
 pub async fn create_policy(
@@ -156,29 +193,13 @@ pub async fn create_policy(
     request_body(description = "The policy, JSON or YAML (one document); `metadata.name` must equal `name`",
         content((Policy = "application/json"), (Policy = "application/yaml"))),
     params(
-        ("name" = String, Path, description = "Policy name"),
-        ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
-            description = "Write only if the stored revision is this one (the `ETag`, quotes optional)"),
-        ("If-None-Match" = Option<String>, Header, pattern = r"^\*$",
-            description = "`*`: write only if the name is new"),
+        ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
+        WritePreconditions,
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
             pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
-    responses(
-        (status = 201, description = "Created", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"),
-                ("Location" = String, description = "The new policy's path"))),
-        (status = 200, description = "Replaced", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"))),
-        (status = 400, description = "Every problem, with field paths (YAML syntax: field \"\", message \"line L, column C: ...\"); or a bad `X-Boifi-Reason`", body = ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
-        (status = 403, description = "Token is not a writer, or the request came from another origin", body = ErrorBody),
-        (status = 409, description = "Precondition failed", body = ErrorBody),
-        (status = 413, description = "Body larger than 1 MiB", body = ErrorBody),
-        (status = 415, description = "Body neither JSON nor YAML", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
-    ),
+    responses(WriteResponses),
     security(("bearer" = []))
 )]
 pub async fn replace_policy(
@@ -197,7 +218,7 @@ pub async fn replace_policy(
 #[utoipa::path(
     delete, path = "/v1/policies/{name}", tag = "policies",
     params(
-        ("name" = String, Path, description = "Policy name"),
+        ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
         ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
             description = "Delete only if the stored revision is this one (the `ETag`, quotes optional)"),
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
@@ -221,6 +242,8 @@ pub async fn delete_policy(
     state: web::Data<AppState>,
     req: HttpRequest,
     name: web::Path<String>,
+    // Read only so that a body without Content-Type is refused as on every write; ignored.
+    _body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let precondition = match precondition(req.headers())? {
         Some(Precondition::Absent) => {
@@ -362,6 +385,32 @@ fn etag(revision: Revision) -> String {
 
 fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("policy \"{}\" not found", name.escape_default()))
+}
+
+/// The sidecar tables, when this server has a source for them, from replicas that know of
+/// `revision` if they can.
+async fn sidecar_view(state: &AppState, revision: u64) -> Option<Arc<SidecarView>> {
+    match &state.sidecars {
+        Some(sidecars) => Some(sidecars.view(revision).await),
+        None => None,
+    }
+}
+
+/// `status.enforcement` and `status.injected` of a policy read, from the sidecar tables
+/// (left out when the server has none).
+fn with_sidecar_status(mut policy: Policy, view: Option<&SidecarView>) -> Policy {
+    let Some(view) = view else {
+        return policy;
+    };
+    let Policy {
+        metadata,
+        spec,
+        status,
+    } = &mut policy;
+    let status = status.get_or_insert_with(Default::default);
+    status.enforcement = Some(view.enforcement(&spec.selector, status.revision));
+    status.injected = Some(view.injected(&metadata.name));
+    policy
 }
 
 /// A stored policy as the API returns it: `status.revision` from the store, expired rules

@@ -222,22 +222,7 @@ impl StreamQuery {
         let filter = Filter::parse(namespace.as_deref(), service.as_deref(), labels.as_deref())
             .map_err(|found| problems.extend(found))
             .ok();
-        let mut number = |field: &'static str, value: Option<String>| {
-            let value = value?;
-            match value.parse::<u64>() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    problems.push(FieldProblem::new(
-                        field,
-                        format!(
-                            "expected a whole number, found `{}`",
-                            value.escape_default()
-                        ),
-                    ));
-                    None
-                }
-            }
-        };
+        let mut number = |field, value: Option<String>| whole_number(field, value?, &mut problems);
         let last_event_id = number("last_event_id", last_event_id);
         let revision = number("revision", revision);
         let wait_ms = number("wait_ms", wait_ms);
@@ -316,12 +301,33 @@ pub fn read_query<const N: usize>(
     Ok(values)
 }
 
+/// `value` as a whole number, or a problem naming `field`.
+pub(super) fn whole_number(
+    field: &'static str,
+    value: String,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<u64> {
+    match value.parse::<u64>() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            problems.push(FieldProblem::new(
+                field,
+                format!(
+                    "expected a whole number, found `{}`",
+                    value.escape_default()
+                ),
+            ));
+            None
+        }
+    }
+}
+
 /// A query string being written.
-struct Query(String);
+pub(super) struct Query(pub(super) String);
 
 impl Query {
     /// Starts parameter `name` and returns the string to write its value to.
-    fn start(&mut self, name: &str) -> &mut String {
+    pub(super) fn start(&mut self, name: &str) -> &mut String {
         if !self.0.is_empty() {
             self.0.push('&');
         }
@@ -331,7 +337,7 @@ impl Query {
     }
 
     /// Percent-encodes everything but RFC 3986 unreserved characters.
-    fn push_encoded(&mut self, value: &str) {
+    pub(super) fn push_encoded(&mut self, value: &str) {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
         for b in value.bytes() {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -387,7 +393,7 @@ fn hex_digit(byte: u8) -> Option<u8> {
     char::from(byte).to_digit(16).map(|d| d as u8)
 }
 
-fn parse_name(
+pub(super) fn parse_name(
     field: &'static str,
     value: Option<&str>,
     problems: &mut Vec<FieldProblem>,

@@ -23,8 +23,8 @@ pub const MAX_LIMIT: usize = 1000;
 
 const PARAMETERS: [&str; 4] = ["limit", "continue", "namespace", "service"];
 
-/// A policy name is at most 63 bytes, so a token (hex) is at most this long.
-const MAX_TOKEN_LEN: usize = 2 * 63;
+/// Longest policy name, hence the longest name a token stands for.
+const MAX_NAME_LEN: usize = 63;
 
 /// What `GET /v1/policies` was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +41,8 @@ impl ListQuery {
         let [limit, token, namespace, service] =
             read_query(query, &PARAMETERS).map_err(|problem| vec![problem])?;
         let mut problems = Vec::new();
+        let namespace = printable("namespace", namespace, &mut problems);
+        let service = printable("service", service, &mut problems);
         let filter = Filter::parse(namespace.as_deref(), service.as_deref(), None)
             .map_err(|found| problems.extend(found))
             .ok();
@@ -52,7 +54,13 @@ impl ListQuery {
                 DEFAULT_LIMIT
             }
         };
-        let after = match token.as_deref().map(decode_token) {
+        let after = match token.as_deref().map(|t| {
+            // Policy names are DNS labels: a token for anything else was not issued here.
+            decode_token(t, MAX_NAME_LEN).filter(|name| {
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })
+        }) {
             None => None,
             Some(Some(name)) => Some(name),
             Some(None) => {
@@ -72,6 +80,24 @@ impl ListQuery {
             _ => Err(problems),
         }
     }
+}
+
+/// Kubernetes names are printable ASCII; the list takes nothing else (the stream's filter is
+/// more lenient, and says the rest). A value refused here is reported and not filtered on.
+fn printable(
+    field: &'static str,
+    value: Option<String>,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<String> {
+    let value = value?;
+    if value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(value);
+    }
+    problems.push(FieldProblem::new(
+        field,
+        "a name of printable ASCII characters (no spaces)",
+    ));
+    None
 }
 
 /// `limit`: a whole number from 1 to [`MAX_LIMIT`] (`GET /v1/policies` and `GET /v1/audit`).
@@ -114,16 +140,19 @@ pub fn page<T>(
     (page, token)
 }
 
-/// The token for "after `name`": opaque to clients (they send it back as they got it).
-fn encode_token(name: &str) -> String {
+/// The token for "after `name`": opaque to clients (they send it back as they got it): the
+/// hex of the name's bytes.
+pub(crate) fn encode_token(name: &str) -> String {
     name.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The name a token stands for; `None` for anything [`encode_token`] cannot have written.
-fn decode_token(token: &str) -> Option<String> {
+/// The name a token stands for; `None` for anything [`encode_token`] cannot have written
+/// for a UTF-8 name of at most `max_len` bytes (the OpenAPI document gives the policy list's
+/// rule as a pattern, so a client can check it too).
+pub(crate) fn decode_token(token: &str, max_len: usize) -> Option<String> {
     let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
     if token.is_empty()
-        || token.len() > MAX_TOKEN_LEN
+        || token.len() > 2 * max_len
         || !token.len().is_multiple_of(2)
         || !token.bytes().all(lower_hex)
     {
@@ -131,7 +160,7 @@ fn decode_token(token: &str) -> Option<String> {
     }
     let bytes = (0..token.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok())
         .collect::<Option<Vec<u8>>>()?;
     String::from_utf8(bytes).ok()
 }
