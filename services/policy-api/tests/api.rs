@@ -5,6 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header;
 use actix_web::test::{self, TestRequest};
 use boifi_policy_api::{app, AppState, Auth};
@@ -24,6 +26,19 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/sidecars", &["get"]),
     ("/v1/audit", &["get"]),
 ];
+
+/// Asserts the store holds no policy and the audit trail no entry: what was tried wrote nothing.
+async fn assert_nothing_written<S, B>(app: &S)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let read = |uri: &str| TestRequest::get().uri(uri).insert_header(bearer(READER));
+    let list = send(app, read("/v1/policies")).await;
+    assert_eq!(list.body["policies"], json!([]));
+    let audit = send(app, read("/v1/audit")).await;
+    assert_eq!(audit.body, json!({ "entries": [] }), "no write, no entry");
+}
 
 #[actix_web::test]
 async fn create_get_replace_list_delete_round_trip() {
@@ -201,22 +216,7 @@ async fn a_bad_policy_gets_one_400_listing_every_problem() {
     }
 
     // Nothing was stored.
-    let list = send(
-        &app,
-        TestRequest::get()
-            .uri("/v1/policies")
-            .insert_header(bearer(READER)),
-    )
-    .await;
-    assert_eq!(list.body["policies"], json!([]));
-    let audit = send(
-        &app,
-        TestRequest::get()
-            .uri("/v1/audit")
-            .insert_header(bearer(READER)),
-    )
-    .await;
-    assert_eq!(audit.body, json!({ "entries": [] }), "no write, no entry");
+    assert_nothing_written(&app).await;
 }
 
 #[actix_web::test]
@@ -334,22 +334,7 @@ async fn missing_and_unknown_tokens_are_401_and_readers_may_not_write() {
     )
     .await;
     assert_eq!(halt.body["halted"], false);
-    let list = send(
-        &app,
-        TestRequest::get()
-            .uri("/v1/policies")
-            .insert_header(bearer(READER)),
-    )
-    .await;
-    assert_eq!(list.body["policies"], json!([]));
-    let audit = send(
-        &app,
-        TestRequest::get()
-            .uri("/v1/audit")
-            .insert_header(bearer(READER)),
-    )
-    .await;
-    assert_eq!(audit.body, json!({ "entries": [] }), "no write, no entry");
+    assert_nothing_written(&app).await;
 }
 
 #[actix_web::test]

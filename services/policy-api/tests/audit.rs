@@ -206,6 +206,19 @@ async fn bad_reasons_are_400_and_write_nothing() {
     .await;
     reply.assert_error(400, "invalid_request");
     assert_eq!(reply.fields(), ["reason"]);
+    // A blank one is no reason, so the other one is the reason.
+    let reply = send(
+        &app,
+        as_writer(TestRequest::post().uri("/v1/halt"))
+            .insert_header(("X-Boifi-Reason", ""))
+            .set_json(json!({ "reason": "from the body" })),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let trail = send(&app, audit("")).await;
+    assert_eq!(trail.body["entries"][0]["reason"], "from the body");
+    let reset = send(&app, as_writer(TestRequest::delete().uri("/v1/halt"))).await;
+    assert_eq!(reset.status, 200);
     // A delete that finds nothing records nothing.
     let reply = send(
         &app,
@@ -214,7 +227,17 @@ async fn bad_reasons_are_400_and_write_nothing() {
     .await;
     assert_eq!(reply.status, 404);
     let trail = send(&app, audit("")).await;
-    assert_eq!(trail.body, json!({ "entries": [] }));
+    let actions: Vec<&str> = trail.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["resume", "halt"],
+        "only the two that were accepted"
+    );
     let policies = send(
         &app,
         TestRequest::get()

@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Principal, Reader};
 use crate::error::ErrorBody;
+use crate::routes::policies::list::parse_limit;
 use crate::{ApiError, AppState};
 
 /// The header that carries the reason of a policy write or delete (and may carry that of a
@@ -29,8 +30,6 @@ use crate::{ApiError, AppState};
 pub const REASON_HEADER: &str = "x-boifi-reason";
 /// Entries in a page when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 100;
-/// Largest `limit`.
-pub const MAX_LIMIT: usize = 1000;
 
 const PARAMETERS: [&str; 5] = ["limit", "continue", "policy", "actor", "action"];
 /// A cursor is a position, at most 20 digits.
@@ -92,9 +91,9 @@ pub fn rfc3339_ms(ms: u64) -> String {
             description = "Entries per page, 1-1000; default 100"),
         ("continue" = Option<String>, Query, pattern = "^[0-9]{1,20}$",
             description = "The `continue` of the previous page"),
-        ("policy" = Option<String>, Query, max_length = 63,
+        ("policy" = Option<String>, Query, min_length = 1, max_length = 63,
             description = "Only changes of this policy"),
-        ("actor" = Option<String>, Query, max_length = 64,
+        ("actor" = Option<String>, Query, min_length = 1, max_length = 64,
             description = "Only changes by this token name"),
         ("action" = Option<String>, Query, pattern = "^(create|replace|delete|halt|resume)$",
             description = "Only this kind of change"),
@@ -131,28 +130,23 @@ pub fn parse_query(query: &str, now_ms: u64) -> Result<AuditQuery, Vec<FieldProb
         read_query(query, &PARAMETERS).map_err(|problem| vec![problem])?;
     let mut problems = Vec::new();
     let mut parsed = AuditQuery::newest(DEFAULT_LIMIT, now_ms);
-    if let Some(limit) = limit {
-        match limit.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => parsed.limit = n,
-            _ => problems.push(FieldProblem::new(
-                "limit",
-                format!(
-                    "expected a whole number from 1 to {MAX_LIMIT}, found `{}`",
-                    limit.escape_default()
-                ),
-            )),
-        }
+    match limit.as_deref().map(parse_limit) {
+        None => {}
+        Some(Ok(limit)) => parsed.limit = limit,
+        Some(Err(problem)) => problems.push(problem),
     }
     if let Some(token) = token {
         let digits = !token.is_empty()
             && token.len() <= MAX_TOKEN_LEN
             && token.bytes().all(|b| b.is_ascii_digit());
-        match token.parse::<u64>() {
-            Ok(position) if digits => parsed.before = Some(position),
-            _ => problems.push(FieldProblem::new(
+        if digits {
+            // Past every position (20 digits above u64's range) is the same as the top.
+            parsed.before = Some(token.parse::<u64>().unwrap_or(u64::MAX));
+        } else {
+            problems.push(FieldProblem::new(
                 "continue",
                 "not a token this server gave; list again without `continue`",
-            )),
+            ));
         }
     }
     if let Some(policy) = policy {
@@ -197,7 +191,8 @@ pub fn parse_query(query: &str, now_ms: u64) -> Result<AuditQuery, Vec<FieldProb
     }
 }
 
-/// The reason in [`REASON_HEADER`], if any: once, UTF-8, one line, at most 512 characters.
+/// The reason in [`REASON_HEADER`], if any: once, UTF-8, one line, at most 512 characters; a
+/// blank one is no reason.
 pub fn header_reason(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let mut values = headers.get_all(REASON_HEADER);
     let Some(value) = values.next() else {
@@ -210,7 +205,7 @@ pub fn header_reason(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let text = std::str::from_utf8(value.as_bytes())
         .map_err(|_| invalid("expected UTF-8 text".to_owned()))?;
     check_reason(text).map_err(|e| invalid(e.to_string()))?;
-    Ok(Some(text.to_owned()))
+    Ok(Some(text.to_owned()).filter(|r| !r.trim().is_empty()))
 }
 
 /// Who is making a change at `at_ms` (the server's clock), and why (a reason already checked

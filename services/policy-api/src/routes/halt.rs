@@ -70,6 +70,7 @@ pub async fn get_halt(
         content((Option<HaltRequest> = "application/json"), (Option<HaltRequest> = "application/yaml"))),
     params(
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, instead of the body's `reason`: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(
@@ -99,6 +100,7 @@ pub async fn set_halt(
         content((Option<HaltRequest> = "application/json"), (Option<HaltRequest> = "application/yaml"))),
     params(
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, instead of the body's `reason`: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(
@@ -146,9 +148,10 @@ async fn switch(
     Ok(web::Json(HaltState { halted, revision }))
 }
 
-/// The reason from the body or the `X-Boifi-Reason` header; both is a 400.
+/// The reason from the body or the `X-Boifi-Reason` header; both is a 400 (a blank one is no
+/// reason).
 fn reason(req: &HttpRequest, body: &Body) -> Result<Option<String>, ApiError> {
-    let from_body = halt_request(body)?.reason;
+    let from_body = halt_request(body)?.reason.filter(|r| !r.trim().is_empty());
     let from_header = audit::header_reason(req.headers())?;
     match (from_body, from_header) {
         (Some(_), Some(_)) => Err(ApiError::invalid_field(

@@ -170,6 +170,7 @@ pub async fn get_policy(
     params(
         WritePreconditions,
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(WriteResponses),
@@ -195,6 +196,7 @@ pub async fn create_policy(
         ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
         WritePreconditions,
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(WriteResponses),
@@ -220,6 +222,7 @@ pub async fn replace_policy(
         ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
             description = "Delete only if the stored revision is this one (the `ETag`, quotes optional)"),
         ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
             description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(

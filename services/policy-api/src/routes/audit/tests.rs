@@ -37,6 +37,8 @@ fn every_bad_parameter_is_named() {
     assert_eq!(fields("limit=1001"), ["limit"]);
     assert_eq!(fields("continue=-1"), ["continue"]);
     assert_eq!(fields("continue=123456789012345678901"), ["continue"]);
+    let top = parse_query("continue=99999999999999999999", NOW).unwrap();
+    assert_eq!(top.before, Some(u64::MAX), "20 digits past u64: the top");
     assert_eq!(fields(&format!("policy={}", "a".repeat(64))), ["policy"]);
     assert_eq!(fields(&format!("actor={}", "a".repeat(65))), ["actor"]);
     assert_eq!(fields("name=x"), ["query"], "unknown");
@@ -57,6 +59,11 @@ fn headers(values: &[&[u8]]) -> HeaderMap {
 #[test]
 fn the_reason_header_is_one_line_of_utf8_sent_once() {
     assert_eq!(header_reason(&headers(&[])).unwrap(), None);
+    assert_eq!(
+        header_reason(&headers(&[b" "])).unwrap(),
+        None,
+        "blank: none"
+    );
     assert_eq!(
         header_reason(&headers(&["game day: é".as_bytes()])).unwrap(),
         Some("game day: é".to_owned())

@@ -100,7 +100,8 @@ fn printable(
     None
 }
 
-fn parse_limit(value: &str) -> Result<usize, FieldProblem> {
+/// `limit`: a whole number from 1 to [`MAX_LIMIT`] (`GET /v1/policies` and `GET /v1/audit`).
+pub fn parse_limit(value: &str) -> Result<usize, FieldProblem> {
     match value.parse::<usize>() {
         Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
         _ => Err(FieldProblem::new(
