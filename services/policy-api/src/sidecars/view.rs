@@ -187,7 +187,13 @@ impl SidecarView {
             lagging_count += lagging;
             behind.extend(&group.members[..lagging.min(MAX_LAGGING_NAMES)]);
         }
-        behind.sort_unstable_by_key(|&i| (self.sidecars[i].revision, i));
+        let furthest = |&i: &usize| (self.sidecars[i].revision, i);
+        if behind.len() > MAX_LAGGING_NAMES {
+            // Only the first few need an order (a policy selecting everyone has many).
+            behind.select_nth_unstable_by_key(MAX_LAGGING_NAMES, furthest);
+            behind.truncate(MAX_LAGGING_NAMES);
+        }
+        behind.sort_unstable_by_key(furthest);
         Enforcement {
             selected: selected as u64,
             enforcing: (selected - lagging_count) as u64,
