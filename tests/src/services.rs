@@ -185,6 +185,11 @@ impl Services {
         self.api.as_ref().expect("api running").addr
     }
 
+    /// The running broadcaster itself, for in-process readers (as `boifi serve`'s policy-api).
+    pub fn broadcaster_handle(&self) -> &Broadcaster {
+        &self.broadcaster.as_ref().expect("broadcaster running").1
+    }
+
     pub fn broadcaster(&self) -> SocketAddr {
         self.broadcaster
             .as_ref()

@@ -6,11 +6,12 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, ExitStatus};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use boifi_tests::free_port;
 use boifi_tests::http::{agent, ready};
 use boifi_tests::process::Process;
+use boifi_tests::{free_port, wait_until};
 use common::{policy, tokens_file, READER, WRITER};
 use serde_json::Value;
 
@@ -72,18 +73,21 @@ fn json_of(res: &mut ureq::http::Response<ureq::Body>) -> Value {
     res.body_mut().read_json().expect("JSON body")
 }
 
+/// The environment of a service with the test tokens (written into `dir`) on an embedded store
+/// in `dir/data`.
+fn tokens_and_data_dir(dir: &Path) -> [(&'static str, String); 2] {
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, tokens_file()).unwrap();
+    [
+        ("BOIFI_TOKENS_FILE", tokens.display().to_string()),
+        ("BOIFI_DATA_DIR", dir.join("data").display().to_string()),
+    ]
+}
+
 #[test]
 fn serves_persists_across_a_kill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, tokens_file()).unwrap();
-    let env = [
-        ("BOIFI_TOKENS_FILE", tokens.display().to_string()),
-        (
-            "BOIFI_DATA_DIR",
-            dir.path().join("data").display().to_string(),
-        ),
-    ];
+    let env = tokens_and_data_dir(dir.path());
     let agent = agent(Duration::from_secs(10));
 
     let first = Service::start(dir.path(), &env);
@@ -123,6 +127,64 @@ fn serves_persists_across_a_kill_and_restart() {
         "{status}:\n{}",
         std::fs::read_to_string(log).unwrap()
     );
+}
+
+/// Every write the API acknowledged before a SIGKILL is there after the restart, with the
+/// revision it was acknowledged at: the store commits durably before a write returns. The kill
+/// comes while a writer thread keeps writing, so it may cut a write mid-commit.
+#[test]
+fn acknowledged_writes_survive_a_kill_in_the_middle_of_a_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = tokens_and_data_dir(dir.path());
+    let first = Service::start(dir.path(), &env);
+    let acknowledged = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+    let writer = {
+        let (base, acknowledged) = (first.base.clone(), Arc::clone(&acknowledged));
+        std::thread::spawn(move || {
+            let agent = agent(Duration::from_secs(10));
+            for i in 0.. {
+                let name = format!("burst-{i}");
+                // Fails once the service is killed: the end of the burst.
+                let Ok(mut reply) = agent
+                    .post(format!("{base}/v1/policies"))
+                    .header("Authorization", format!("Bearer {WRITER}"))
+                    .send_json(policy(&name))
+                else {
+                    return;
+                };
+                assert_eq!(reply.status(), 201);
+                let revision = json_of(&mut reply)["status"]["revision"].as_u64().unwrap();
+                acknowledged.lock().unwrap().push((name, revision));
+            }
+        })
+    };
+    let enough = wait_until(Instant::now() + START_TIMEOUT, || {
+        acknowledged.lock().unwrap().len() >= 50
+    });
+    assert!(
+        enough,
+        "writes were not acknowledged:\n{}",
+        first.log_text()
+    );
+    first.kill();
+    writer.join().expect("writer thread");
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    let second = Service::start(dir.path(), &env);
+    let agent = agent(Duration::from_secs(10));
+    for (name, revision) in &acknowledged {
+        let mut read = agent
+            .get(format!("{}/v1/policies/{name}", second.base))
+            .header("Authorization", format!("Bearer {READER}"))
+            .call()
+            .unwrap();
+        assert_eq!(read.status(), 200, "{name} lost:\n{}", second.log_text());
+        assert_eq!(
+            json_of(&mut read)["status"]["revision"].as_u64(),
+            Some(*revision),
+            "{name}"
+        );
+    }
 }
 
 /// Runs the binary to completion, failing if it is still running at the deadline.

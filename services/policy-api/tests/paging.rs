@@ -135,11 +135,7 @@ async fn filters_use_the_stream_semantics() {
     ] {
         assert_eq!(send(&app, put(name, selector)).await.status, 201);
     }
-    let list = |query: &str| {
-        TestRequest::get()
-            .uri(&format!("/v1/policies?{query}"))
-            .insert_header(bearer(READER))
-    };
+    let list = |query: &str| get_as_reader(&format!("/v1/policies?{query}"));
     let got = send(&app, list("namespace=demo&service=reviews")).await;
     assert_eq!(names(&got.body), ["all", "demo-any", "demo-reviews"]);
     let got = send(&app, list("service=reviews")).await;
@@ -163,13 +159,7 @@ async fn bad_query_parameters_are_400s_naming_them() {
         ("page=2", "query", "`page`"),
         ("limit=1&limit=2", "query", "duplicate"),
     ] {
-        let reply = send(
-            &app,
-            TestRequest::get()
-                .uri(&format!("/v1/policies?{query}"))
-                .insert_header(bearer(READER)),
-        )
-        .await;
+        let reply = send(&app, get_as_reader(&format!("/v1/policies?{query}"))).await;
         reply.assert_error(400, "invalid_request");
         assert_eq!(reply.fields(), [field], "{query}");
         let message = reply.body["details"][0]["message"].as_str().unwrap();

@@ -43,21 +43,9 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let list = send(
-        app,
-        TestRequest::get()
-            .uri("/v1/policies")
-            .insert_header(bearer(READER)),
-    )
-    .await;
+    let list = send(app, get_as_reader("/v1/policies")).await;
     assert_eq!(list.body["policies"], json!([]), "{}", list.body);
-    let halt = send(
-        app,
-        TestRequest::get()
-            .uri("/v1/halt")
-            .insert_header(bearer(READER)),
-    )
-    .await;
+    let halt = send(app, get_as_reader("/v1/halt")).await;
     assert_eq!(halt.body["halted"], false);
 }
 
@@ -124,9 +112,7 @@ async fn the_own_origin_and_no_origin_may_write() {
     // Reads are not checked: a browser does not let the foreign page read the answer.
     let read = send(
         &app,
-        TestRequest::get()
-            .uri("/v1/policies")
-            .insert_header(bearer(READER))
+        get_as_reader("/v1/policies")
             .insert_header((header::HOST, HOST))
             .insert_header((header::ORIGIN, "http://evil.example")),
     )
@@ -202,6 +188,19 @@ async fn writes_take_json_or_yaml_and_bodiless_writes_need_no_content_type() {
             .insert_header(bearer(WRITER))
             .insert_header((header::CONTENT_LENGTH, "2"))
             .set_payload("{}"),
+    )
+    .await;
+    reply.assert_error(415, "unsupported_media_type");
+    assert_untouched(&app).await;
+
+    // A chunked body without a Content-Type is judged once read.
+    let reply = send(
+        &app,
+        TestRequest::post()
+            .uri("/v1/halt")
+            .insert_header(bearer(WRITER))
+            .insert_header((header::TRANSFER_ENCODING, "chunked"))
+            .set_payload("halt=1"),
     )
     .await;
     reply.assert_error(415, "unsupported_media_type");
@@ -293,12 +292,6 @@ async fn the_kill_switch_takes_an_optional_reason_in_json_or_yaml() {
         .await
         .assert_error(413, "payload_too_large");
     // The refused requests changed nothing: still halted from the blank-body POST.
-    let state = send(
-        &app,
-        TestRequest::get()
-            .uri("/v1/halt")
-            .insert_header(bearer(READER)),
-    )
-    .await;
+    let state = send(&app, get_as_reader("/v1/halt")).await;
     assert_eq!(state.body["halted"], true);
 }

@@ -126,13 +126,7 @@ async fn a_body_of_many_yaml_documents_is_refused() {
         message.contains("second YAML document") && message.contains("one policy per request"),
         "{message}"
     );
-    let list = send(
-        &app,
-        TestRequest::get()
-            .uri("/v1/policies")
-            .insert_header(bearer(READER)),
-    )
-    .await;
+    let list = send(&app, get_as_reader("/v1/policies")).await;
     assert_eq!(list.body["policies"], json!([]), "nothing stored");
 }
 

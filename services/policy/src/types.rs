@@ -15,11 +15,13 @@ use crate::wire::FaultCounts;
 /// (`spec.rules[].match`) get which fault (`spec.rules[].fault`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = policy_example))]
 pub struct Policy {
     pub metadata: Metadata,
     pub spec: PolicySpec,
     /// Read-only, filled in by the server. Clients may send it back; it is ignored on input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(read_only))]
     pub status: Option<PolicyStatus>,
 }
 
@@ -28,8 +30,17 @@ pub struct Policy {
 pub struct Metadata {
     /// DNS label: 1-63 characters, lower-case letters, digits and `-`, starting and ending
     /// with a letter or digit.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 63,
+            pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+        )
+    )]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub version: Option<String>,
 }
 
@@ -39,6 +50,7 @@ pub struct PolicySpec {
     #[serde(default)]
     pub selector: Selector,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64))]
     pub rules: Vec<Rule>,
     /// How each rule's `percentage` is drawn. Default `request`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,4 +255,19 @@ pub struct RuleStatus {
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+/// The OpenAPI document's example policy (docs/examples/reviews-abort.json, shortened).
+#[cfg(feature = "openapi")]
+fn policy_example() -> serde_json::Value {
+    serde_json::json!({
+        "metadata": { "name": "reviews-abort", "version": "1.0.0" },
+        "spec": {
+            "selector": { "namespace": "demo", "service": "reviews", "labels": { "version": "v2" } },
+            "rules": [ {
+                "match": { "method": { "exact": "GET" }, "path": { "prefix": "/api" } },
+                "fault": { "percentage": 50, "abort": { "httpStatus": 503 } }
+            } ]
+        }
+    })
 }

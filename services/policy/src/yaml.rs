@@ -107,13 +107,19 @@ pub(crate) fn parse_yaml(bytes: &[u8]) -> (Option<Policy>, ValidationErrors) {
 /// bodies other than policies (the API's halt reason); policies go through
 /// [`crate::ValidPolicy::parse`]. A problem is one error on the field `""`.
 pub fn to_json(bytes: &[u8]) -> Result<Vec<u8>, ValidationErrors> {
+    optional_to_json(bytes)?.ok_or_else(|| single("", "the body holds no YAML document"))
+}
+
+/// [`to_json`] for an optional body: `None` when the text holds no document (empty, only
+/// comments, or `null`/`~`).
+pub fn optional_to_json(bytes: &[u8]) -> Result<Option<Vec<u8>>, ValidationErrors> {
     if let Some(errors) = parse::too_large(bytes.len()) {
         return Err(errors);
     }
     // A second document is enough to refuse the body.
     let mut docs = documents(bytes, MAX_POLICY_BYTES, 2).into_iter();
     let first = match docs.next() {
-        None => return Err(single("", "the body holds no YAML document")),
+        None => return Ok(None),
         Some(Err(problem)) => return Err(single("", problem.message)),
         Some(Ok(json)) => json,
     };
@@ -130,7 +136,7 @@ pub fn to_json(bytes: &[u8]) -> Result<Vec<u8>, ValidationErrors> {
             ),
         ));
     }
-    Ok(first.text)
+    Ok(Some(first.text))
 }
 
 fn single(field: &str, message: impl Into<String>) -> ValidationErrors {

@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use boifi_policy::wire::{
-    SidecarState, SidecarStatus, SidecarsPage, INJECTED_HEADER, SIDECAR_HEADER,
+    SidecarState, SidecarStatus, SidecarsPage, SidecarsQuery, INJECTED_HEADER, SIDECAR_HEADER,
 };
-use boifi_sse_broadcaster::Settings;
+use boifi_sse_broadcaster::{RequestError, Settings};
 use boifi_tests::http::{http_request, HttpResponse};
 use boifi_tests::services::{deadline, Services};
 use boifi_tests::wait_until;
@@ -109,6 +109,31 @@ fn every_poll_updates_its_sidecar_and_the_table_forgets_it_after_the_ttl() {
     assert_eq!(seen.injected["reviews-abort"].abort, 12);
     assert_eq!(seen.injected["reviews-abort"].delay, 3);
     assert!(!seen.polling);
+    // In process (`boifi serve`'s policy-api reads it so), the same table.
+    let in_process = services
+        .broadcaster_handle()
+        .sidecars(&SidecarsQuery::default())
+        .expect("in-process page");
+    let over_http = page(addr);
+    let summary = |page: &SidecarsPage| -> Vec<_> {
+        page.sidecars
+            .iter()
+            .map(|s| (s.identity(), s.revision, s.state, s.injected.clone()))
+            .collect()
+    };
+    assert_eq!(summary(&in_process), summary(&over_http));
+    assert_eq!(
+        (in_process.replica, in_process.revision),
+        (over_http.replica, over_http.revision)
+    );
+    let bad = SidecarsQuery {
+        continue_token: Some("zz".into()),
+        ..SidecarsQuery::default()
+    };
+    assert!(matches!(
+        services.broadcaster_handle().sidecars(&bad),
+        Err(RequestError::Invalid(_))
+    ));
 
     // Its next poll is held: polling, current at the revision it sent; no counts changed.
     let held = std::thread::scope(|scope| {
@@ -298,4 +323,67 @@ fn the_sidecars_route_names_bad_parameters() {
     )
     .expect("POST");
     assert_eq!(post.status, 405);
+}
+
+#[test]
+fn the_table_holds_as_many_sidecars_as_clients_and_makes_room_after_the_ttl() {
+    let services = Services::embedded(
+        Settings {
+            sidecar_ttl: TTL,
+            max_clients: 1,
+            ..Settings::default()
+        },
+        None,
+    );
+    let addr = services.broadcaster();
+    let revision = services.put(&policy("a", "reviews", 0));
+    services.wait_broadcaster_at(revision);
+    let reviews = identity("reviews-0", "reviews");
+    let ratings = identity("ratings-0", "ratings");
+    let ratings_poll = |wait_ms: u64| {
+        let path = format!(
+            "/v1/config/stream?mode=poll&namespace=demo&service=ratings&wait_ms={wait_ms}&revision={revision}"
+        );
+        http_request(
+            addr,
+            "GET",
+            &path,
+            &[(SIDECAR_HEADER, ratings.as_str())],
+            None,
+            Duration::from_secs(10),
+        )
+        .expect("poll")
+    };
+    std::thread::scope(|scope| {
+        // reviews holds the only client slot, and the only place in the table.
+        let held = scope.spawn(|| {
+            poll(
+                addr,
+                "reviews",
+                Some(revision),
+                2_000,
+                &[(SIDECAR_HEADER, &reviews)],
+            )
+        });
+        assert!(wait_until(deadline(), || {
+            sidecar(addr, "reviews-0").is_some_and(|s| s.polling)
+        }));
+        let refused = ratings_poll(0);
+        assert_eq!(refused.status, 503, "{}", refused.body_text());
+        assert_eq!(
+            metric(&services, "boifi_broadcaster_sidecars_untracked_total"),
+            Some(1.0)
+        );
+        assert!(sidecar(addr, "ratings-0").is_none());
+        held.join().unwrap();
+    });
+    // Once reviews is forgotten (the TTL after its poll ended, then the sweep), ratings gets
+    // its place.
+    let ended = Instant::now();
+    let listed = wait_until(deadline(), || {
+        ratings_poll(0).status == 200 && sidecar(addr, "ratings-0").is_some()
+    });
+    assert!(listed);
+    assert!(ended.elapsed() >= TTL - Duration::from_millis(50));
+    assert!(sidecar(addr, "reviews-0").is_none());
 }

@@ -33,7 +33,7 @@ pub async fn open_store(settings: &StoreSettings) -> Result<Arc<dyn PolicyStore>
         .collect();
     if endpoints.is_empty() {
         let dir = settings.data_dir.clone();
-        // Opening takes a file lock and reads the state file: blocking work.
+        // Opening takes a file lock, verifies and reads the database file: blocking work.
         let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(dir))
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))??;

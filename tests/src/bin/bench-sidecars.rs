@@ -214,8 +214,7 @@ fn send_polls(
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().map_err(|_| "poll thread panicked".to_owned())?)
-            .collect()
+            .try_for_each(|w| w.join().map_err(|_| "poll thread panicked".to_owned())?)
     })
 }
 

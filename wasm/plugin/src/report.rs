@@ -25,6 +25,9 @@ pub const LEFT_GRACE_MS: u64 = 1_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tracked {
     pub policy: String,
+    /// Whether its rules can abort and delay (in that order), in any version seen: only those
+    /// counters are read (reading defines them, and Prometheus would show the others at 0).
+    pub types: [bool; 2],
     /// Stat ids of its abort and delay counters in this VM, once defined.
     pub ids: [Option<u32>; 2],
     /// The counts the broadcaster last acknowledged.
@@ -45,15 +48,24 @@ pub struct Reports {
 }
 
 impl Reports {
-    /// The policies of the set applied at `now_ms`: tracked from now on; the others are kept
-    /// until their last counts are acknowledged.
-    pub fn track<'a>(&mut self, policies: impl IntoIterator<Item = &'a str>, now_ms: u64) {
+    /// The policies of the set applied at `now_ms`, each with the fault types its rules can
+    /// inject (`[abort, delay]`): tracked from now on; the others are kept until their last
+    /// counts are acknowledged.
+    pub fn track<'a>(
+        &mut self,
+        policies: impl IntoIterator<Item = (&'a str, [bool; 2])>,
+        now_ms: u64,
+    ) {
         for tracked in &mut self.tracked {
             tracked.left_at_ms.get_or_insert(now_ms);
         }
-        for policy in policies {
+        for (policy, types) in policies {
             match self.tracked.iter_mut().find(|t| t.policy == policy) {
-                Some(tracked) => tracked.left_at_ms = None,
+                Some(tracked) => {
+                    tracked.left_at_ms = None;
+                    // A type it could inject before keeps its counter.
+                    tracked.types = [tracked.types[0] || types[0], tracked.types[1] || types[1]];
+                }
                 None => {
                     if self.tracked.len() == MAX_TRACKED {
                         // Make room by forgetting a policy that left the set.
@@ -65,6 +77,7 @@ impl Reports {
                     }
                     self.tracked.push(Tracked {
                         policy: policy.to_owned(),
+                        types,
                         ids: [None, None],
                         reported: FaultCounts::default(),
                         left_at_ms: None,

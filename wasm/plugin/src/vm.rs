@@ -21,7 +21,7 @@
 use std::rc::Rc;
 
 use boifi_policy::wire::{FaultCounts, SidecarIdentity, INJECTED_HEADER, SIDECAR_HEADER};
-use boifi_policy::Workload;
+use boifi_policy::{CompiledFault, CompiledPolicy, Workload};
 use log::{debug, error, info, warn};
 use proxy_wasm::types::Action;
 
@@ -507,8 +507,10 @@ impl<H: Host> Vm<H> {
         );
         let halted = set.halted();
         let now_ms = self.host.now_ns().unwrap_or(0) / NS_PER_MS;
-        self.reports
-            .track(set.policies().iter().map(|p| p.name()), now_ms);
+        self.reports.track(
+            set.policies().iter().map(|p| (p.name(), fault_types(p))),
+            now_ms,
+        );
         self.gauge(metrics::CONFIG_REVISION, set.revision());
         self.gauge(metrics::POLICIES_ACTIVE, set.policies().len() as u64);
         self.gauge(metrics::HALTED, u64::from(halted));
@@ -616,6 +618,9 @@ fn injected_header(
     reports.header(now_ms, |tracked: &mut Tracked| {
         let mut counts = [0; 2];
         for (i, fault_type) in [FaultType::Abort, FaultType::Delay].into_iter().enumerate() {
+            if !tracked.types[i] {
+                continue;
+            }
             let id = match tracked.ids[i] {
                 Some(id) => id,
                 None => {
@@ -634,6 +639,12 @@ fn injected_header(
             delay: counts[1],
         })
     })
+}
+
+/// Whether any rule of `policy` aborts, and whether any delays: the counters it can move.
+fn fault_types(policy: &CompiledPolicy) -> [bool; 2] {
+    let any = |has: fn(&CompiledFault) -> bool| policy.rules().iter().any(|r| has(r.fault()));
+    [any(|f| f.abort().is_some()), any(|f| f.delay().is_some())]
 }
 
 /// Sends the plan's abort as a local reply on the effective context.

@@ -8,12 +8,12 @@ use actix_web::{dev::Payload, error::PayloadError, FromRequest, HttpRequest};
 use boifi_policy::Format;
 
 use crate::error::payload_error;
-use crate::write_guard::body_format;
+use crate::write_guard::{body_format, no_content_type};
 use crate::ApiError;
 
 /// A request body read as bytes up to the route's `PayloadConfig` limit (1 MiB, or less where
-/// the route sets its own), and its format from `Content-Type` (JSON when there is none, which
-/// the write guard allows only for an empty body).
+/// the route sets its own), and its format from `Content-Type`. Without one the body must be
+/// empty (415 otherwise); an empty body then counts as JSON.
 pub struct Body {
     pub bytes: Bytes,
     pub format: Format,
@@ -31,7 +31,7 @@ impl FromRequest for Body {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let format = body_format(req.headers()).map(|f| f.unwrap_or(Format::Json));
+        let format = body_format(req.headers());
         let bytes = Bytes::from_request(req, payload);
         Box::pin(async move {
             let format = format?;
@@ -41,6 +41,11 @@ impl FromRequest for Body {
                     Some(payload) => payload_error(payload),
                     None => ApiError::BadRequest(format!("cannot read the request body: {e}")),
                 })?;
+            let format = match format {
+                Some(format) => format,
+                None if bytes.is_empty() => Format::Json,
+                None => return Err(no_content_type()),
+            };
             Ok(Body { bytes, format })
         })
     }

@@ -28,7 +28,7 @@ pub struct HaltState {
     pub revision: u64,
 }
 
-/// Optional body of `POST`/`DELETE /v1/halt`.
+/// Optional body of `POST`/`DELETE /v1/halt`; `null` is the same as none.
 #[derive(Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HaltRequest {
@@ -139,15 +139,20 @@ fn halt_request(body: &Body) -> Result<HaltRequest, ApiError> {
         .map_err(|errors| ApiError::invalid_body("halt request", errors))
 }
 
-/// `{"reason": "..."}`, JSON or YAML: every problem, each naming its field.
+/// `{"reason": "..."}`, JSON or YAML (`null`, or a YAML text without a document, is no
+/// reason): every problem, each naming its field.
 pub fn parse_halt_request(body: &[u8], format: Format) -> Result<HaltRequest, ValidationErrors> {
     let json: Cow<[u8]> = match format {
-        Format::Yaml => Cow::Owned(yaml::to_json(body)?),
+        Format::Yaml => match yaml::optional_to_json(body)? {
+            Some(json) => Cow::Owned(json),
+            None => return Ok(HaltRequest::default()),
+        },
         _ => Cow::Borrowed(body),
     };
     let mut errors = ValidationErrors::default();
     let fields = match serde_json::from_slice::<Value>(&json) {
         Ok(Value::Object(fields)) => fields,
+        Ok(Value::Null) => return Ok(HaltRequest::default()),
         Ok(_) => {
             errors.push("", "the body must be an object, like {\"reason\": \"...\"}");
             return Err(errors);

@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use boifi_policy::{status, Format, Policy, ValidPolicy};
 use boifi_store::{Precondition, Revision, StoreError, StoredPolicy};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::auth::{Reader, Writer};
 use crate::error::ErrorBody;
@@ -29,6 +29,50 @@ use list::ListQuery;
 /// `created_at` is that of the policy replaced; when other writers keep getting in between,
 /// the last attempt writes unconditionally (last writer wins, as the client asked).
 const WRITE_ATTEMPTS: usize = 4;
+
+/// The optimistic-concurrency headers of `POST`/`PUT` ([`precondition`] reads them).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct WritePreconditions {
+    /// Write only if the stored revision is this one (the `ETag`, quotes optional).
+    #[param(rename = "If-Match", pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#)]
+    pub if_match: Option<String>,
+    /// `*`: write only if the name is new.
+    #[param(rename = "If-None-Match", pattern = r"^\*$")]
+    pub if_none_match: Option<String>,
+}
+
+/// What `POST` and `PUT` answer (for the OpenAPI document).
+#[derive(IntoResponses)]
+pub enum WriteResponses {
+    #[response(status = 201, description = "Created", headers(
+        ("ETag" = String, description = "Quoted store revision"),
+        ("Location" = String, description = "The new policy's path")))]
+    Created(Policy),
+    #[response(status = 200, description = "Replaced", headers(
+        ("ETag" = String, description = "Quoted store revision")))]
+    Replaced(Policy),
+    #[response(
+        status = 400,
+        description = "Every problem, with field paths (YAML syntax: field \"\", message \"line L, column C: ...\")"
+    )]
+    Invalid(ErrorBody),
+    #[response(status = 401, description = "Missing or unknown token")]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "Token is not a writer, or the request came from another origin"
+    )]
+    Forbidden(ErrorBody),
+    #[response(status = 409, description = "Precondition failed")]
+    Conflict(ErrorBody),
+    #[response(status = 413, description = "Body larger than 1 MiB")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "Body neither JSON nor YAML")]
+    UnsupportedMediaType(ErrorBody),
+    #[response(status = 503, description = "Store unavailable")]
+    Unavailable(ErrorBody),
+}
 
 /// `GET /v1/policies`: a page of policies.
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,11 +90,11 @@ pub struct PolicyList {
     params(
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
             description = "Policies per page, 1-1000; default 500"),
-        ("continue" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,63}$",
+        ("continue" = Option<String>, Query, pattern = "^(2d|3[0-9]|6[1-9a-f]|7[0-9a]){1,63}$",
             description = "The `continue` of the previous page"),
-        ("namespace" = Option<String>, Query, max_length = 253,
+        ("namespace" = Option<String>, Query, max_length = 253, pattern = "^[!-~]*$",
             description = "Only policies whose selector can match a workload in this namespace"),
-        ("service" = Option<String>, Query, max_length = 253,
+        ("service" = Option<String>, Query, max_length = 253, pattern = "^[!-~]*$",
             description = "Only policies whose selector can match a workload of this name"),
     ),
     responses(
@@ -89,7 +133,7 @@ pub async fn list_policies(
 
 #[utoipa::path(
     get, path = "/v1/policies/{name}", tag = "policies",
-    params(("name" = String, Path, description = "Policy name")),
+    params(("name" = String, Path, description = "Policy name", example = "reviews-abort")),
     responses(
         (status = 200, description = "The policy; `ETag` is its revision", body = Policy,
             headers(("ETag" = String, description = "Quoted store revision"))),
@@ -122,26 +166,8 @@ pub async fn get_policy(
     post, path = "/v1/policies", tag = "policies",
     request_body(description = "The policy, JSON or YAML (one document); `status` is ignored",
         content((Policy = "application/json"), (Policy = "application/yaml"))),
-    params(
-        ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
-            description = "Write only if the stored revision is this one (the `ETag`, quotes optional)"),
-        ("If-None-Match" = Option<String>, Header, pattern = r"^\*$",
-            description = "`*`: write only if the name is new"),
-    ),
-    responses(
-        (status = 201, description = "Created", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"),
-                ("Location" = String, description = "The new policy's path"))),
-        (status = 200, description = "Replaced", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"))),
-        (status = 400, description = "Every problem, with field paths (YAML syntax: field \"\", message \"line L, column C: ...\")", body = ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
-        (status = 403, description = "Token is not a writer, or the request came from another origin", body = ErrorBody),
-        (status = 409, description = "Precondition failed", body = ErrorBody),
-        (status = 413, description = "Body larger than 1 MiB", body = ErrorBody),
-        (status = 415, description = "Body neither JSON nor YAML", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
-    ),
+    params(WritePreconditions),
+    responses(WriteResponses),
     security(("bearer" = []))
 )]
 pub async fn create_policy(
@@ -160,26 +186,10 @@ pub async fn create_policy(
     request_body(description = "The policy, JSON or YAML (one document); `metadata.name` must equal `name`",
         content((Policy = "application/json"), (Policy = "application/yaml"))),
     params(
-        ("name" = String, Path, description = "Policy name"),
-        ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
-            description = "Write only if the stored revision is this one (the `ETag`, quotes optional)"),
-        ("If-None-Match" = Option<String>, Header, pattern = r"^\*$",
-            description = "`*`: write only if the name is new"),
+        ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
+        WritePreconditions,
     ),
-    responses(
-        (status = 201, description = "Created", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"),
-                ("Location" = String, description = "The new policy's path"))),
-        (status = 200, description = "Replaced", body = Policy,
-            headers(("ETag" = String, description = "Quoted store revision"))),
-        (status = 400, description = "Every problem, with field paths (YAML syntax: field \"\", message \"line L, column C: ...\")", body = ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
-        (status = 403, description = "Token is not a writer, or the request came from another origin", body = ErrorBody),
-        (status = 409, description = "Precondition failed", body = ErrorBody),
-        (status = 413, description = "Body larger than 1 MiB", body = ErrorBody),
-        (status = 415, description = "Body neither JSON nor YAML", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
-    ),
+    responses(WriteResponses),
     security(("bearer" = []))
 )]
 pub async fn replace_policy(
@@ -197,7 +207,7 @@ pub async fn replace_policy(
 #[utoipa::path(
     delete, path = "/v1/policies/{name}", tag = "policies",
     params(
-        ("name" = String, Path, description = "Policy name"),
+        ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
         ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
             description = "Delete only if the stored revision is this one (the `ETag`, quotes optional)"),
     ),
@@ -218,6 +228,8 @@ pub async fn delete_policy(
     state: web::Data<AppState>,
     req: HttpRequest,
     name: web::Path<String>,
+    // Read only so that a body without Content-Type is refused as on every write; ignored.
+    _body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let precondition = match precondition(req.headers())? {
         Some(Precondition::Absent) => {

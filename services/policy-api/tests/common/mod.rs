@@ -122,6 +122,11 @@ pub fn policy(name: &str) -> Value {
     })
 }
 
+/// `GET uri` with the reader token.
+pub fn get_as_reader(uri: &str) -> TestRequest {
+    TestRequest::get().uri(uri).insert_header(bearer(READER))
+}
+
 pub fn bearer(token: &str) -> (header::HeaderName, String) {
     (header::AUTHORIZATION, format!("Bearer {token}"))
 }

@@ -19,6 +19,11 @@ impl Stats {
     }
 }
 
+/// Policies that can both abort and delay.
+fn both<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(&'a str, [bool; 2])> {
+    names.into_iter().map(|n| (n, [true, true])).collect()
+}
+
 fn sent(header: Option<String>) -> BTreeMap<String, FaultCounts> {
     header.map_or_else(BTreeMap::new, |h| parse_injected(h.as_bytes()).unwrap())
 }
@@ -27,7 +32,7 @@ fn sent(header: Option<String>) -> BTreeMap<String, FaultCounts> {
 fn only_changed_counts_are_sent_until_acknowledged() {
     let mut reports = Reports::default();
     let mut stats = Stats::default();
-    reports.track(["a", "b"], 0);
+    reports.track(both(["a", "b"]), 0);
     assert_eq!(reports.header(0, stats.read()), None, "nothing fired yet");
     stats.set("a", 1, 0);
     let header = reports.header(0, stats.read());
@@ -54,7 +59,7 @@ fn at_most_64_policies_per_poll_and_each_gets_its_turn() {
     let names: Vec<String> = (0..100).map(|i| format!("p{i:03}")).collect();
     let mut reports = Reports::default();
     let mut stats = Stats::default();
-    reports.track(names.iter().map(String::as_str), 0);
+    reports.track(both(names.iter().map(String::as_str)), 0);
     for name in &names {
         stats.set(name, 1, 0);
     }
@@ -85,11 +90,11 @@ fn at_most_64_policies_per_poll_and_each_gets_its_turn() {
 fn a_policy_that_left_the_set_is_reported_to_the_end_then_forgotten() {
     let mut reports = Reports::default();
     let mut stats = Stats::default();
-    reports.track(["a", "b"], 0);
+    reports.track(both(["a", "b"]), 0);
     stats.set("a", 5, 0);
     sent(reports.header(0, stats.read()));
     reports.answered();
-    reports.track(["b"], 1_000);
+    reports.track(both(["b"]), 1_000);
     // Another VM faults under the old set before it applies the new one.
     stats.set("a", 6, 0);
     assert_eq!(
@@ -102,7 +107,7 @@ fn a_policy_that_left_the_set_is_reported_to_the_end_then_forgotten() {
     assert_eq!(reports.header(2_000, stats.read()), None);
     assert_eq!(reports.tracked().collect::<Vec<_>>(), ["b"]);
     // Unacknowledged counts keep a policy that left: they are sent until answered.
-    reports.track(["c"], 3_000);
+    reports.track(both(["c"]), 3_000);
     stats.set("b", 1, 1);
     assert_eq!(sent(reports.header(9_000, stats.read())).len(), 1);
     reports.failed();
@@ -113,8 +118,8 @@ fn a_policy_that_left_the_set_is_reported_to_the_end_then_forgotten() {
 #[test]
 fn unreadable_counts_are_skipped_not_forgotten() {
     let mut reports = Reports::default();
-    reports.track(["a"], 0);
-    reports.track([], 0);
+    reports.track(both(["a"]), 0);
+    reports.track(both([]), 0);
     assert_eq!(reports.header(10_000, |_| None), None);
     assert_eq!(reports.tracked().count(), 1);
 }
@@ -122,7 +127,7 @@ fn unreadable_counts_are_skipped_not_forgotten() {
 #[test]
 fn stat_ids_are_kept_with_the_policy() {
     let mut reports = Reports::default();
-    reports.track(["a"], 0);
+    reports.track(both(["a"]), 0);
     let mut defined = 0;
     for _ in 0..3 {
         reports.header(0, |tracked| {
@@ -140,15 +145,33 @@ fn stat_ids_are_kept_with_the_policy() {
 fn tracking_is_bounded() {
     let mut reports = Reports::default();
     let first: Vec<String> = (0..MAX_TRACKED).map(|i| format!("a{i}")).collect();
-    reports.track(first.iter().map(String::as_str), 0);
+    reports.track(both(first.iter().map(String::as_str)), 0);
     let second: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
-    reports.track(second.iter().map(String::as_str), 1);
+    reports.track(both(second.iter().map(String::as_str)), 1);
     assert_eq!(reports.tracked().count(), MAX_TRACKED);
     assert!(
         reports.tracked().any(|p| p == "b9"),
         "room made for the new set"
     );
     let more: Vec<String> = (0..=MAX_TRACKED).map(|i| format!("c{i}")).collect();
-    reports.track(more.iter().map(String::as_str), 2);
+    reports.track(both(more.iter().map(String::as_str)), 2);
     assert_eq!(reports.tracked().count(), MAX_TRACKED);
+}
+
+#[test]
+fn fault_types_a_policy_could_inject_stay_tracked() {
+    let mut reports = Reports::default();
+    reports.track([("p", [true, false])], 0);
+    let types = |reports: &mut Reports| {
+        let mut seen = Vec::new();
+        reports.header(0, |t| {
+            seen.push(t.types);
+            Some(FaultCounts::default())
+        });
+        seen
+    };
+    assert_eq!(types(&mut reports), [[true, false]]);
+    // Now it only delays: its abort counter still counts what it did before.
+    reports.track([("p", [false, true])], 1);
+    assert_eq!(types(&mut reports), [[true, true]]);
 }

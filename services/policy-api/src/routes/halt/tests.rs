@@ -22,10 +22,17 @@ fn a_reason_in_json_or_yaml() {
         parse_halt_request(b"reason: 'game day: stop everything'\n", Format::Yaml).unwrap(),
         want
     );
-    assert_eq!(
-        parse_halt_request(br#"{"reason":null}"#, Format::Json).unwrap(),
-        HaltRequest::default()
-    );
+    for (body, format) in [
+        (br#"{"reason":null}"#.as_slice(), Format::Json),
+        (b"null".as_slice(), Format::Json),
+        (b"null\n".as_slice(), Format::Yaml),
+        (b"# nothing\n".as_slice(), Format::Yaml),
+    ] {
+        assert_eq!(
+            parse_halt_request(body, format).unwrap(),
+            HaltRequest::default()
+        );
+    }
 }
 
 #[test]

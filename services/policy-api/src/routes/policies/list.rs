@@ -41,6 +41,8 @@ impl ListQuery {
         let [limit, token, namespace, service] =
             read_query(query, &PARAMETERS).map_err(|problem| vec![problem])?;
         let mut problems = Vec::new();
+        let namespace = printable("namespace", namespace, &mut problems);
+        let service = printable("service", service, &mut problems);
         let filter = Filter::parse(namespace.as_deref(), service.as_deref(), None)
             .map_err(|found| problems.extend(found))
             .ok();
@@ -52,7 +54,7 @@ impl ListQuery {
                 DEFAULT_LIMIT
             }
         };
-        let after = match token.as_deref().map(|t| decode_token(t, MAX_NAME_LEN)) {
+        let after = match token.as_deref().map(decode_token) {
             None => None,
             Some(Some(name)) => Some(name),
             Some(None) => {
@@ -72,6 +74,24 @@ impl ListQuery {
             _ => Err(problems),
         }
     }
+}
+
+/// Kubernetes names are printable ASCII; the list takes nothing else (the stream's filter is
+/// more lenient, and says the rest). A value refused here is reported and not filtered on.
+fn printable(
+    field: &'static str,
+    value: Option<String>,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<String> {
+    let value = value?;
+    if value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(value);
+    }
+    problems.push(FieldProblem::new(
+        field,
+        "a name of printable ASCII characters (no spaces)",
+    ));
+    None
 }
 
 fn parse_limit(value: &str) -> Result<usize, FieldProblem> {
@@ -113,14 +133,31 @@ pub fn page<T>(
     (page, token)
 }
 
-/// The token for "after `name`": opaque to clients (they send it back as they got it).
-pub(crate) fn encode_token(name: &str) -> String {
-    name.bytes().map(|b| format!("{b:02x}")).collect()
+/// The token for "after `name`": opaque to clients (they send it back as they got it). Names
+/// are DNS labels, so a token is the hex of `[a-z0-9-]` bytes.
+fn encode_token(name: &str) -> String {
+    encode_hex(name)
 }
 
 /// The name a token stands for; `None` for anything [`encode_token`] cannot have written
-/// for a name of at most `max_len` bytes.
-pub(crate) fn decode_token(token: &str, max_len: usize) -> Option<String> {
+/// (the OpenAPI document gives the same rule as a pattern, so a client can check it too).
+fn decode_token(token: &str) -> Option<String> {
+    let bytes = decode_hex(token, MAX_NAME_LEN)?;
+    let label_byte = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    bytes
+        .iter()
+        .all(label_byte)
+        .then(|| String::from_utf8(bytes).ok())?
+}
+
+/// `text` as lower-case hex: an opaque `continue` token (the sidecar list's too).
+pub(crate) fn encode_hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of a token [`encode_hex`] wrote for at most `max_len` bytes; `None` for anything
+/// else (upper case, odd length, empty, too long).
+pub(crate) fn decode_hex(token: &str, max_len: usize) -> Option<Vec<u8>> {
     let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
     if token.is_empty()
         || token.len() > 2 * max_len
@@ -129,11 +166,10 @@ pub(crate) fn decode_token(token: &str, max_len: usize) -> Option<String> {
     {
         return None;
     }
-    let bytes = (0..token.len())
+    (0..token.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
