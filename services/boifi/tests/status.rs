@@ -484,3 +484,50 @@ fn policy_api_gathers_two_broadcaster_replicas_on_etcd() {
         "{run}"
     );
 }
+
+#[test]
+fn without_sidecars_status_says_so_and_apply_wait_returns_at_once() {
+    let server = support::Server::start();
+    let url = server.url();
+    let env = [("BOIFI_SERVER", url.as_str())];
+    let run = boifi(&["status"], &env, None).expect(0);
+    assert_eq!(run.stdout, "", "{run}");
+    assert_eq!(
+        run.stderr,
+        format!("No sidecars report to {url}.\n"),
+        "{run}"
+    );
+    let run = boifi(&["status", "-o", "json"], &env, None).expect(0);
+    let list: SidecarList = serde_json::from_str(&run.stdout).expect("a list");
+    assert!(list.sidecars.is_empty() && list.unreachable.is_empty());
+    assert_eq!(list.replicas[0].address, "in-process");
+
+    let (_dir, file) = policy_file(&abort_policy("t-alone", json!({"namespace": "demo"}), "/a"));
+    let start = Instant::now();
+    let run = boifi(&["apply", "--wait", "-f", &file], &env, None).expect(0);
+    assert!(start.elapsed() < Duration::from_secs(5), "{run}");
+    assert_eq!(run.stdout, "policy/t-alone created\n", "{run}");
+    assert_eq!(
+        run.stderr,
+        "warning: policy/t-alone selects no live sidecar: nothing to wait for\n"
+    );
+    let run = boifi(&["status", "t-alone"], &env, None).expect(0);
+    assert!(
+        run.stdout.starts_with("Policy:     t-alone\nRevision:   "),
+        "{run}"
+    );
+    assert!(run.stdout.contains("Selector:   demo/*\n"), "{run}");
+    assert!(
+        run.stdout
+            .contains("Enforcing:  no live sidecar is selected\n"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("Injected:   0 aborts, 0 delays\n"),
+        "{run}"
+    );
+    let run = boifi(&["status", "nope"], &env, None).expect(1);
+    assert!(run.stderr.contains("policy \"nope\" not found"), "{run}");
+    let run = boifi(&["status", "t-alone", "--namespace", "x"], &env, None).expect(2);
+    assert!(run.stderr.contains("cannot be used with"), "{run}");
+}
