@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use boifi_policy::wire::{
     FaultCounts, ReplicaSummary, SidecarList, SidecarStatus, SidecarsPage, UnreachableReplica,
 };
-use boifi_policy::{Enforcement, Selector, Workload};
+use boifi_policy::{Enforcement, Policy, Selector, Workload};
 
 use super::query::SidecarListQuery;
 
@@ -210,6 +210,19 @@ impl SidecarView {
     /// `status.injected` of `policy`: its counts summed over the live sidecars.
     pub fn injected(&self, policy: &str) -> FaultCounts {
         self.injected.get(policy).copied().unwrap_or_default()
+    }
+
+    /// Sets `status.enforcement` (against `status.revision`) and `status.injected` of a policy
+    /// being read.
+    pub fn fill_status(&self, policy: &mut Policy) {
+        let Policy {
+            metadata,
+            spec,
+            status,
+        } = policy;
+        let status = status.get_or_insert_with(Default::default);
+        status.enforcement = Some(self.enforcement(&spec.selector, status.revision));
+        status.injected = Some(self.injected(&metadata.name));
     }
 
     /// A page of the sidecars `query` asks for; `policy` is the selector of its `policy`
