@@ -10,7 +10,8 @@
 //! - [`SidecarView`]: one gathering merged (a sidecar on two replicas: the latest `last_seen`
 //!   wins) and indexed: enforcement of a selector at a revision, injected counts per policy,
 //!   a filtered page.
-//! - [`Sidecars`]: the gatherer behind a short cache, shared by every request.
+//! - [`Sidecars`]: the gatherer behind a short cache, shared by every request;
+//!   [`Sidecars::fill_status`] sets the status fields of policies being read.
 //! - [`SidecarListQuery`]: the query of `GET /v1/sidecars`.
 
 use std::collections::BTreeSet;

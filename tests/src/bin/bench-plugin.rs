@@ -591,6 +591,8 @@ struct Propagation {
     /// Sidecars that a probe sent right after the API listed them at the revision found not
     /// enforcing it yet (of sidecars x changes).
     ahead_each: usize,
+    /// Per change, the sidecars not enforcing it when `status.enforcement` said all did.
+    behind_at_api_all: Vec<usize>,
 }
 
 /// When each sidecar was first seen enforcing a change, by probing and by the API.
@@ -624,6 +626,7 @@ fn measure_propagation(changes: usize) -> Result<Propagation, String> {
         gap_each: Vec::new(),
         ahead_all: 0,
         ahead_each: 0,
+        behind_at_api_all: Vec::new(),
     };
     let signed_ms =
         |api: Duration, probe: Duration| (api.as_secs_f64() - probe.as_secs_f64()) * 1e3;
@@ -696,6 +699,7 @@ fn measure_propagation(changes: usize) -> Result<Propagation, String> {
                         }
                     }
                     result.ahead_all += usize::from(behind > 0);
+                    result.behind_at_api_all.push(behind);
                 }
             }
             for k in 0..replicas.len() {
@@ -854,6 +858,18 @@ fn report_propagation(propagation: &Propagation) {
         propagation.ahead_each,
         propagation.each.len()
     );
+    println!("\n| change | every sidecar, probed | the API said so | API minus probes | sidecars not enforcing it when the API said so |");
+    println!("|---:|---:|---:|---:|---:|");
+    for (i, (probed, api)) in propagation.all.iter().zip(&propagation.api_all).enumerate() {
+        println!(
+            "| {} | {:.1} ms | {:.1} ms | {:+.1} ms | {} |",
+            i + 1,
+            probed.as_secs_f64() * 1e3,
+            api.as_secs_f64() * 1e3,
+            propagation.gap_all[i],
+            propagation.behind_at_api_all[i]
+        );
+    }
     println!(
         "\npropagation p99 {:.1} ms (budget < 1000 ms); the API says every sidecar enforces it {:.1} ms (p99) after the write",
         quantile_ms(&propagation.all, 0.99),

@@ -25,7 +25,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Waited after the API says every selected sidecar enforces a policy. A sidecar's revision
 /// is that of its polling plugin VM; the other VMs (one per Envoy worker thread) take the
 /// snapshot from it on their next 50 ms tick, so a request may meet the old policy for up to
-/// that long after (measured up to 47 ms: docs/benchmarks.md, "Propagation").
+/// that long after (measured up to 48 ms: docs/benchmarks.md, "Propagation").
 pub const FOLLOWER_GRACE: Duration = Duration::from_millis(100);
 
 /// Where one policy stands, from one read of it.
