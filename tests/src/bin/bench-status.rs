@@ -63,7 +63,7 @@ fn sidecar(index: usize, args: &Args) -> SidecarStatus {
     let app = format!("svc{w}");
     let labels: BTreeMap<String, String> = [
         ("app", app.as_str()),
-        ("version", if w % 2 == 0 { "v1" } else { "v2" }),
+        ("version", if w.is_multiple_of(2) { "v1" } else { "v2" }),
         ("security.istio.io/tlsMode", "istio"),
         ("service.istio.io/canonical-name", app.as_str()),
         ("service.istio.io/canonical-revision", "v1"),

@@ -30,6 +30,9 @@ pub struct ReplicaRead {
     pub outcome: Result<SidecarsPage, String>,
 }
 
+/// What makes two sidecars alike to a selector: namespace, workload, labels.
+type IdentityKey<'a> = (&'a str, &'a str, Option<&'a BTreeMap<String, String>>);
+
 /// Sidecars of one identity, indices into [`SidecarView::sidecars`].
 #[derive(Debug)]
 struct Group {
@@ -103,8 +106,7 @@ impl SidecarView {
 
     /// Groups by identity, the namespace index and the injected sums.
     fn index(&mut self) {
-        let mut by_identity: HashMap<(&str, &str, Option<&BTreeMap<String, String>>), usize> =
-            HashMap::new();
+        let mut by_identity: HashMap<IdentityKey<'_>, usize> = HashMap::new();
         let mut groups: Vec<Group> = Vec::new();
         for (i, sidecar) in self.sidecars.iter().enumerate() {
             let key = (
