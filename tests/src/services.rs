@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use boifi_policy_api::{AppState, Auth};
 use boifi_sse_broadcaster::{Broadcaster, Clock, Settings, SystemClock};
-use boifi_store::{open_store, PolicyStore, StoreSettings};
+use boifi_store::{open_store, AuditRetention, PolicyStore, StoreSettings};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
@@ -84,6 +84,7 @@ impl Services {
             etcd_endpoints: Vec::new(),
             etcd_prefix: String::new(),
             data_dir: dir.path().to_path_buf(),
+            audit_retention: AuditRetention::default(),
         };
         Self::start(store_settings, Some(dir), settings, clock)
     }
@@ -94,6 +95,7 @@ impl Services {
             etcd_endpoints: vec![endpoint.to_owned()],
             etcd_prefix: format!("/boifi-test-{}/", std::process::id()),
             data_dir: PathBuf::new(),
+            audit_retention: AuditRetention::default(),
         };
         Self::start(store_settings, None, settings, None)
     }

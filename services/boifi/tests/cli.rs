@@ -510,7 +510,7 @@ fn a_change_made_after_apply_read_the_policy_is_not_overwritten() {
     let step = plan(&client, &mine(10)).unwrap();
     assert_eq!(step, Step::Create);
     boifi(&["apply", "-f", "-"], &env, Some(TWO)).expect(0);
-    let err = write(&client, &mine(10), &step).unwrap_err();
+    let err = write(&client, &mine(10), &step, None).unwrap_err();
     assert!(
         err.to_string()
             .starts_with("not applied: it was created by someone else meanwhile"),
@@ -523,7 +523,7 @@ fn a_change_made_after_apply_read_the_policy_is_not_overwritten() {
     let theirs = TWO.replace("percentage: 50", "percentage: 70");
     let run = boifi(&["apply", "-f", "-"], &env, Some(&theirs)).expect(0);
     assert!(run.stdout.contains("policy/a1 configured"), "{run}");
-    let err = write(&client, &mine(10), &step).unwrap_err();
+    let err = write(&client, &mine(10), &step, None).unwrap_err();
     assert!(
         err.to_string()
             .contains("it was changed on the server since it was read"),
@@ -536,7 +536,7 @@ fn a_change_made_after_apply_read_the_policy_is_not_overwritten() {
     // Without a change in between, the same steps go through.
     let step = plan(&client, &mine(10)).unwrap();
     assert_eq!(
-        write(&client, &mine(10), &step).unwrap().as_str(),
+        write(&client, &mine(10), &step, None).unwrap().as_str(),
         "configured"
     );
     assert_eq!(plan(&client, &mine(10)).unwrap(), Step::Keep);

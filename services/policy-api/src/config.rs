@@ -10,6 +10,8 @@
 //! | `BOIFI_TOKENS_FILE` | unset | API tokens, one `<name> <role> <token>` per line |
 //! | `BOIFI_AUTH_DISABLED` | `false` | `true` serves without tokens (local use only) |
 //! | `BOIFI_BROADCASTERS` | unset | comma list of sse-broadcaster URLs (`http://host:port`) whose sidecar tables sidecar status gathers; each host resolved to all its addresses (the chart: the broadcaster's headless Service). Unset: no sidecar status |
+//! | `BOIFI_AUDIT_MAX_ENTRIES` | `10000` | audit entries kept (1 to 10,000,000) |
+//! | `BOIFI_AUDIT_MAX_AGE` | `30d` | audit entries older than this go (1 s to 10 years) |
 //!
 //! Surrounding whitespace is ignored and a blank value counts as unset, as for every BOIFI
 //! variable ([`boifi_runtime::env`]).

@@ -9,7 +9,7 @@
 //! - [`auth`]: bearer tokens with `reader`/`writer` roles ([`Reader`], [`Writer`] extractors).
 //! - [`metrics`]: [`ApiMetrics`] (own Prometheus registry), the request log/metrics
 //!   middleware and `/metrics`.
-//! - [`routes`]: handlers, one file per route group (`policies`, `halt`, `health`,
+//! - [`routes`]: handlers, one file per route group (`policies`, `halt`, `audit`, `health`,
 //!   `sidecars`).
 //! - [`sidecars`]: sidecar status: the broadcaster replicas' sidecar tables gathered (behind
 //!   the [`sidecars::SidecarSource`] trait), merged and cached, for `GET /v1/sidecars` and the
@@ -32,10 +32,13 @@
 //! | `GET /v1/halt` | reader | 200 `{"halted":bool,"revision":N}`, 401, 503 |
 //! | `GET /v1/sidecars` | reader | 200 `{"sidecars":[...],"replicas","unreachable","continue"?}`, 400, 401, 404 (`policy`), 503 (no sidecar source) |
 //! | `POST`/`DELETE /v1/halt` | writer | 200 (set / cleared), 400, 401, 403, 413, 415, 503 |
+//! | `GET /v1/audit` | reader | 200 `{"entries":[...],"continue"?}` (newest first, pages), 400, 401, 503 |
 //!
 //! Unknown paths get a JSON 404, unknown methods on a known path a JSON 405 with `Allow`.
 //! Policy bodies are JSON or YAML (`Content-Type`); writes from a foreign `Origin` are 403.
-//! Writes accept `If-Match: <revision>` (quotes optional) and `If-None-Match: *`.
+//! Writes accept `If-Match: <revision>` (quotes optional) and `If-None-Match: *`, and
+//! `X-Boifi-Reason: <why>` for the audit trail, which records every write, delete, halt and
+//! resume with the token's name in the same store transaction as the change.
 //!
 //! The pieces of [`AppState`] (`Auth`, `ApiMetrics`, the clock) are separate `Arc`s so a second
 //! service (the sse-broadcaster, or both in `boifi serve`) can mount its routes next to ours.
@@ -70,7 +73,7 @@ pub use state::AppState;
 
 /// Register the shared state, the extractor settings and every policy-api route.
 pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
-    use routes::{halt, health, policies, sidecars};
+    use routes::{audit, halt, health, policies, sidecars};
 
     cfg.app_data(web::Data::new(state.clone()))
         .app_data(web::Data::from(Arc::clone(&state.auth)))
@@ -98,7 +101,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
                 .route(web::post().to(halt::set_halt))
                 .route(web::delete().to(halt::clear_halt)),
         )
-        .service(resource("/v1/sidecars", "GET").route(web::get().to(sidecars::list_sidecars)));
+        .service(resource("/v1/sidecars", "GET").route(web::get().to(sidecars::list_sidecars)))
+        .service(resource("/v1/audit", "GET").route(web::get().to(audit::list_audit)));
 }
 
 /// A resource serving the methods `allow` (as the `Allow` header lists them, e.g.

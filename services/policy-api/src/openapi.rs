@@ -35,6 +35,7 @@ use crate::{metrics, routes, ApiError};
         routes::halt::set_halt,
         routes::halt::clear_halt,
         routes::sidecars::list_sidecars,
+        routes::audit::list_audit,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken, &HeadersNotNullable),
@@ -42,6 +43,7 @@ use crate::{metrics, routes, ApiError};
         (name = "policies", description = "Fault-injection policies"),
         (name = "halt", description = "Global kill switch"),
         (name = "sidecars", description = "Which sidecars enforce which revision, and the faults they injected"),
+        (name = "audit", description = "Who changed what, when and why"),
         (name = "health", description = "Probes, metrics and this document (no token)"),
     )
 )]

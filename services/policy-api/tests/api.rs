@@ -22,6 +22,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/policies/{name}", &["get", "put", "delete"]),
     ("/v1/halt", &["get", "post", "delete"]),
     ("/v1/sidecars", &["get"]),
+    ("/v1/audit", &["get"]),
 ];
 
 #[actix_web::test]
@@ -208,6 +209,14 @@ async fn a_bad_policy_gets_one_400_listing_every_problem() {
     )
     .await;
     assert_eq!(list.body["policies"], json!([]));
+    let audit = send(
+        &app,
+        TestRequest::get()
+            .uri("/v1/audit")
+            .insert_header(bearer(READER)),
+    )
+    .await;
+    assert_eq!(audit.body, json!({ "entries": [] }), "no write, no entry");
 }
 
 #[actix_web::test]
@@ -261,6 +270,7 @@ async fn missing_and_unknown_tokens_are_401_and_readers_may_not_write() {
             ),
             ("GET one", TestRequest::get().uri("/v1/policies/x"), false),
             ("GET /v1/halt", TestRequest::get().uri("/v1/halt"), false),
+            ("GET /v1/audit", TestRequest::get().uri("/v1/audit"), false),
             (
                 "POST /v1/policies",
                 TestRequest::post().uri("/v1/policies").set_json(&valid),
@@ -332,6 +342,14 @@ async fn missing_and_unknown_tokens_are_401_and_readers_may_not_write() {
     )
     .await;
     assert_eq!(list.body["policies"], json!([]));
+    let audit = send(
+        &app,
+        TestRequest::get()
+            .uri("/v1/audit")
+            .insert_header(bearer(READER)),
+    )
+    .await;
+    assert_eq!(audit.body, json!({ "entries": [] }), "no write, no entry");
 }
 
 #[actix_web::test]
@@ -682,6 +700,8 @@ async fn openapi_document_lists_every_route() {
         "FieldError",
         "PolicyList",
         "HaltState",
+        "AuditList",
+        "AuditRecord",
     ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }

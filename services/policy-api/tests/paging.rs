@@ -9,7 +9,9 @@ use std::sync::Arc;
 use actix_web::test::{self, TestRequest};
 use boifi_policy::{Format, ValidPolicy};
 use boifi_policy_api::app;
-use boifi_store::{open_store, PolicyStore, Precondition, StoreSettings};
+use boifi_store::{
+    open_store, Attribution, AuditRetention, PolicyStore, Precondition, StoreSettings,
+};
 use boifi_tests::EtcdServer;
 use common::*;
 use futures::StreamExt;
@@ -26,7 +28,10 @@ async fn fill(store: &Arc<dyn PolicyStore>, count: usize) {
         }
         let valid = ValidPolicy::parse(body.to_string().as_bytes(), Format::Json, None).unwrap();
         let store = Arc::clone(store);
-        async move { store.put(&valid, Precondition::None).await.unwrap() }
+        async move {
+            let by = Attribution::new("test", None, 0).unwrap();
+            store.put(&valid, Precondition::None, &by).await.unwrap()
+        }
     });
     futures::stream::iter(puts)
         .buffer_unordered(64)
@@ -52,6 +57,7 @@ async fn five_thousand_policies_come_in_pages_and_limit_is_honoured() {
         etcd_endpoints: vec![etcd.endpoint()],
         etcd_prefix: "/boifi/".into(),
         data_dir: "unused".into(),
+        audit_retention: AuditRetention::default(),
     })
     .await
     .unwrap();

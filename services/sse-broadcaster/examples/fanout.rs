@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use boifi_policy_api::{AppState, Auth};
 use boifi_sse_broadcaster::{Broadcaster, Settings, SystemClock};
-use boifi_store::{open_store, StoreSettings};
+use boifi_store::{open_store, AuditRetention, StoreSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -56,6 +56,7 @@ fn serve() -> Result<(), BoxError> {
             etcd_endpoints: Vec::new(),
             etcd_prefix: String::new(),
             data_dir: dir.path().to_path_buf(),
+            audit_retention: AuditRetention::default(),
         })
         .await?;
         let state = AppState::new(store.clone(), Auth::disabled())?;

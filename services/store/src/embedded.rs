@@ -1,11 +1,13 @@
 //! Embedded store for single-machine use, on redb (one file, `store.redb`, in the data dir).
 //!
 //! - [`tables`]: the redb tables (policies, history, meta), loading and writing them.
+//! - [`trail`]: the audit trail's table, written in each change's own transaction.
 //! - [`import`]: initializing a new database, and the one-time import of the old `state.json`.
 //!
 //! How it works:
 //! - redb holds the truth. A write is one redb transaction that changes one policy (or the halt
-//!   flag), appends one history event and trims the oldest ones, committed durably (fsync)
+//!   flag), appends one history event and one audit entry and trims the oldest of each,
+//!   committed durably (fsync)
 //!   before the write returns: every acknowledged write survives a crash, and a crash never
 //!   leaves half a write. Its cost depends on the change, not on how many policies are stored.
 //! - Reads are served from memory: the policies by name (each behind an `Arc`), the revision,
@@ -32,12 +34,14 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use crate::{
-    Change, PolicyStore, Precondition, PutOutcome, Revision, Snapshot, StoreError, StoredPolicy,
-    WatchEvent, WatchStream,
+    Attribution, AuditAction, AuditPage, AuditQuery, AuditRetention, Change, PolicyStore,
+    Precondition, PutOutcome, Revision, Snapshot, StoreError, StoredPolicy, WatchEvent,
+    WatchStream,
 };
 
 mod import;
 mod tables;
+mod trail;
 
 /// Most events kept for watchers that resume from an older revision.
 pub const HISTORY_EVENTS: usize = 1000;
@@ -80,6 +84,7 @@ struct Shared {
     dir: PathBuf,
     db: redb::Database,
     limits: HistoryLimits,
+    retention: AuditRetention,
     /// What reads see. Written only by a write that has committed, and held only for
     /// in-memory work, never across I/O.
     memory: RwLock<Memory>,
@@ -129,10 +134,22 @@ impl EmbeddedStore {
     /// Open (or create) the store in `dir`, importing an old `state.json` found there (see
     /// `embedded/import.rs`). Fails if another process holds it.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::open_with(dir.as_ref(), HistoryLimits::DEFAULT)
+        Self::open_with_retention(dir, AuditRetention::default())
     }
 
-    fn open_with(dir: &Path, limits: HistoryLimits) -> Result<Self, StoreError> {
+    /// [`EmbeddedStore::open`] with the audit trail kept within `retention`.
+    pub fn open_with_retention(
+        dir: impl AsRef<Path>,
+        retention: AuditRetention,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(dir.as_ref(), HistoryLimits::DEFAULT, retention)
+    }
+
+    fn open_with(
+        dir: &Path,
+        limits: HistoryLimits,
+        retention: AuditRetention,
+    ) -> Result<Self, StoreError> {
         let dir = dir.to_path_buf();
         fs::create_dir_all(&dir)?;
         let lock = lock_dir(&dir)?;
@@ -145,6 +162,10 @@ impl EmbeddedStore {
                 dir,
                 db,
                 limits,
+                retention: AuditRetention {
+                    max_entries: retention.max_entries.max(1),
+                    ..retention
+                },
                 memory: RwLock::new(memory),
                 writer: Mutex::new(()),
                 events,
@@ -159,14 +180,22 @@ impl EmbeddedStore {
     }
 
     /// Runs a write on the blocking pool. `plan` sees the current state and the revision the
-    /// write would get, and returns the change to make (or `None` for no write).
-    async fn write<T, F>(&self, plan: F) -> Result<Option<(Revision, T)>, StoreError>
+    /// write would get, and returns the change to make and what it was for the audit trail
+    /// (or `None` for no write). The entry is attributed to `by`.
+    async fn write<T, F>(
+        &self,
+        by: &Attribution,
+        plan: F,
+    ) -> Result<Option<(Revision, T)>, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Memory, Revision) -> Result<Option<(Change, T)>, StoreError> + Send + 'static,
+        F: FnOnce(&Memory, Revision) -> Result<Option<(Change, AuditAction, T)>, StoreError>
+            + Send
+            + 'static,
     {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || shared.commit(plan))
+        let by = by.clone();
+        tokio::task::spawn_blocking(move || shared.commit(&by, plan))
             .await
             .map_err(|e| task_error("write", e))?
     }
@@ -212,7 +241,8 @@ impl Shared {
 
     fn commit<T>(
         &self,
-        plan: impl FnOnce(&Memory, Revision) -> Result<Option<(Change, T)>, StoreError>,
+        by: &Attribution,
+        plan: impl FnOnce(&Memory, Revision) -> Result<Option<(Change, AuditAction, T)>, StoreError>,
     ) -> Result<Option<(Revision, T)>, StoreError> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         // Only this writer changes `memory`, so it stays as read here until the publish below.
@@ -223,10 +253,20 @@ impl Shared {
             let revision = memory.revision + 1;
             (revision, plan(&memory, revision)?)
         };
-        let Some((change, result)) = planned else {
+        let Some((change, action, result)) = planned else {
             return Ok(None);
         };
-        let floor = tables::write_change(&self.db, revision, &change, self.limits)?;
+        let policy = match &change {
+            Change::Put(stored) => Some(stored.policy.metadata.name.as_str()),
+            Change::Delete { name } => Some(name.as_str()),
+            Change::Halt { .. } => None,
+        };
+        let entry = by.entry(revision, action, policy);
+        let record = trail::Record {
+            entry: &entry,
+            retention: &self.retention,
+        };
+        let floor = tables::write_change(&self.db, revision, &change, self.limits, &record)?;
         let mut memory = self.memory.write().unwrap_or_else(PoisonError::into_inner);
         memory.apply(revision, &change, floor);
         // Err only means nobody is watching.
@@ -279,16 +319,21 @@ impl PolicyStore for EmbeddedStore {
         &self,
         policy: &ValidPolicy,
         precondition: Precondition,
+        by: &Attribution,
     ) -> Result<PutOutcome, StoreError> {
         let policy = policy.policy().clone();
         let written = self
-            .write(move |memory, revision| {
+            .write(by, move |memory, revision| {
                 let current = memory.revision_of(&policy.metadata.name);
                 if !holds(precondition, current) {
                     return Err(StoreError::Conflict { current });
                 }
                 let change = Change::Put(tables::stamp(policy, revision));
-                Ok(Some((change, current.is_none())))
+                let action = match current {
+                    None => AuditAction::Create,
+                    Some(_) => AuditAction::Replace,
+                };
+                Ok(Some((change, action, current.is_none())))
             })
             .await?;
         let (revision, created) = written
@@ -300,27 +345,39 @@ impl PolicyStore for EmbeddedStore {
         &self,
         name: &str,
         precondition: Precondition,
+        by: &Attribution,
     ) -> Result<Option<Revision>, StoreError> {
         let name = name.to_owned();
         let written = self
-            .write(move |memory, _| {
+            .write(by, move |memory, _| {
                 let current = memory.revision_of(&name);
                 if !holds(precondition, current) {
                     return Err(StoreError::Conflict { current });
                 }
-                Ok(current.map(|_| (Change::Delete { name }, ())))
+                Ok(current.map(|_| (Change::Delete { name }, AuditAction::Delete, ())))
             })
             .await?;
         Ok(written.map(|(revision, ())| revision))
     }
 
-    async fn set_halted(&self, halted: bool) -> Result<Revision, StoreError> {
+    async fn set_halted(&self, halted: bool, by: &Attribution) -> Result<Revision, StoreError> {
+        let action = AuditAction::of_halt(halted);
         let written = self
-            .write(move |_, _| Ok(Some((Change::Halt { halted }, ()))))
+            .write(by, move |_, _| {
+                Ok(Some((Change::Halt { halted }, action, ())))
+            })
             .await?;
         written
             .map(|(revision, ())| revision)
             .ok_or_else(|| StoreError::Io(io::Error::other("halt planned no write (store bug)")))
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        let shared = Arc::clone(&self.shared);
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || trail::read(&shared.db, &query, &shared.retention))
+            .await
+            .map_err(|e| task_error("audit read", e))?
     }
 
     async fn watch(&self, after: Revision) -> Result<WatchStream, StoreError> {

@@ -9,12 +9,15 @@
 //! - [`open_store`]: picks and opens one of them from [`StoreSettings`] (what every binary
 //!   calls; `boifi_runtime` reads the settings from the `BOIFI_*` store variables);
 //!   [`normalize_prefix`] cleans up an etcd key prefix.
+//! - [`audit`]: the audit trail every change writes in its own transaction ([`Attribution`],
+//!   [`AuditEntry`], [`AuditRetention`], [`AuditQuery`]).
 //! - [`Clock`]: the server clock policies are stamped and expired by ([`SystemClock`], and
 //!   [`ManualClock`] for tests); policy-api and the sse-broadcaster share it from here.
 
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod audit;
 mod clock;
 mod embedded;
 mod error;
@@ -24,6 +27,9 @@ mod open;
 pub use api::{
     Change, PolicyStore, Precondition, PutOutcome, Revision, Snapshot, StoredPolicy, WatchEvent,
     WatchStream,
+};
+pub use audit::{
+    Attribution, AttributionError, AuditAction, AuditEntry, AuditPage, AuditQuery, AuditRetention,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use embedded::{EmbeddedStore, HISTORY_BYTES, HISTORY_EVENTS};

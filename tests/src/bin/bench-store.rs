@@ -27,7 +27,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use boifi_policy::{Policy, ValidPolicy};
-use boifi_store::{EmbeddedStore, EtcdConfig, EtcdStore, PolicyStore, Precondition};
+use boifi_store::{
+    Attribution, Clock, EmbeddedStore, EtcdConfig, EtcdStore, PolicyStore, Precondition,
+    SystemClock,
+};
 use boifi_tests::EtcdServer;
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
@@ -256,6 +259,11 @@ fn policy(name: &str, version: &str, body_bytes: usize) -> Result<ValidPolicy, S
     ValidPolicy::try_from(policy).map_err(|e| format!("bench policy: {e:?}"))
 }
 
+/// Who the benchmark's writes are by, for the audit trail each write records.
+fn bench_attribution() -> Attribution {
+    Attribution::new("bench", None, SystemClock.now_ms()).expect("a valid attribution")
+}
+
 fn name(index: usize) -> String {
     format!("bench-{index:07}")
 }
@@ -264,8 +272,9 @@ async fn fill(store: &dyn PolicyStore, size: usize) -> Result<(), String> {
     let policies = (0..size)
         .map(|i| policy(&name(i), "0", 0))
         .collect::<Result<Vec<_>, _>>()?;
+    let by = bench_attribution();
     let mut writes = futures::stream::iter(&policies)
-        .map(|p| store.put(p, Precondition::None))
+        .map(|p| store.put(p, Precondition::None, &by))
         .buffer_unordered(FILL_CONCURRENCY);
     while let Some(written) = writes.next().await {
         written.map_err(|e| format!("fill: {e}"))?;
@@ -375,7 +384,7 @@ async fn measure_writes(
                 let write = Instant::now();
                 backends[b]
                     .store()
-                    .put(&p, Precondition::None)
+                    .put(&p, Precondition::None, &bench_attribution())
                     .await
                     .map_err(|e| format!("{} write: {e}", backends[b].name))?;
                 latencies[b].push(write.elapsed());
@@ -403,7 +412,7 @@ async fn grow(
         let p = policy("large", &i.to_string(), body_bytes)?;
         let write = Instant::now();
         store
-            .put(&p, Precondition::None)
+            .put(&p, Precondition::None, &bench_attribution())
             .await
             .map_err(|e| format!("large write: {e}"))?;
         latencies.push(write.elapsed());

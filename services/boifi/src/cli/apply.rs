@@ -7,7 +7,7 @@
 //! alone; different, it is replaced with `If-Match` on the revision just read, so a change
 //! someone made in between is reported rather than overwritten. A refusal of one policy is
 //! reported and the others go on, unless it would repeat for every policy (no token, wrong
-//! role, server unreachable).
+//! role, server unreachable). `--reason` goes to the server's audit trail with each write.
 //!
 //! `--wait`: then wait until every sidecar each applied policy selects enforces it
 //! ([`super::wait`]), at most `--timeout`.
@@ -17,6 +17,7 @@ use clap::Args;
 use serde_json::Value;
 use ureq::http::Method;
 
+use super::audit;
 use super::client::{policy_path, Client, Connection, ConnectionArgs, Reply};
 use super::documents::{self, FilesArgs};
 use super::error::ErrorReply;
@@ -31,6 +32,9 @@ pub struct ApplyArgs {
     /// sidecar is done at once, with a warning.
     #[arg(long)]
     pub wait: bool,
+    /// Why, for the server's audit trail (e.g. "game day 7: reviews fail").
+    #[arg(long, value_name = "TEXT", value_parser = audit::parse_reason)]
+    pub reason: Option<String>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -64,7 +68,7 @@ pub fn run(args: &ApplyArgs, vars: Vec<(String, String)>, io: &mut Io<'_>) -> Re
         "applied",
         io,
         |policy| {
-            let outcome = apply_one(&client, policy.policy())?;
+            let outcome = apply_one(&client, policy.policy(), args.reason.as_deref())?;
             applied.push(policy.name().to_owned());
             Ok(outcome.as_str())
         },
@@ -80,9 +84,9 @@ pub fn run(args: &ApplyArgs, vars: Vec<(String, String)>, io: &mut Io<'_>) -> Re
 }
 
 /// Brings one policy on the server to `policy`.
-fn apply_one(client: &Client, policy: &Policy) -> Result<Outcome, CliError> {
+fn apply_one(client: &Client, policy: &Policy, reason: Option<&str>) -> Result<Outcome, CliError> {
     let step = plan(client, policy)?;
-    write(client, policy, &step)
+    write(client, policy, &step, reason)
 }
 
 /// What [`write`] has to do for one policy, decided from the server's current copy.
@@ -119,8 +123,14 @@ pub fn plan(client: &Client, policy: &Policy) -> Result<Step, CliError> {
 }
 
 /// Carries out `step` for `policy`: a conditional `PUT`, so a change made since [`plan`] read
-/// the policy is reported (409) instead of overwritten.
-pub fn write(client: &Client, policy: &Policy, step: &Step) -> Result<Outcome, CliError> {
+/// the policy is reported (409) instead of overwritten. `reason` goes with it for the audit
+/// trail.
+pub fn write(
+    client: &Client,
+    policy: &Policy,
+    step: &Step,
+    reason: Option<&str>,
+) -> Result<Outcome, CliError> {
     let (precondition, outcome) = match step {
         Step::Keep => return Ok(Outcome::Unchanged),
         Step::Create => (("If-None-Match", "*"), Outcome::Created),
@@ -128,10 +138,12 @@ pub fn write(client: &Client, policy: &Policy, step: &Step) -> Result<Outcome, C
     };
     let body =
         serde_json::to_vec(&wanted_json(policy)?).map_err(|e| CliError::Protocol(e.to_string()))?;
+    let mut headers = vec![precondition];
+    headers.extend(audit::reason_header(reason));
     let reply = client.send(
         Method::PUT,
         &policy_path(&policy.metadata.name),
-        &[precondition],
+        &headers,
         Some(body),
     )?;
     match reply.status {

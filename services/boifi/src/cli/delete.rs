@@ -4,13 +4,13 @@
 //! Documents go through the same checks as for `apply` (a file that would not apply names
 //! nothing for sure); then each policy is deleted on its own: one that does not exist is
 //! reported (`error: policy/NAME: not found`), the others are still deleted, and the command
-//! exits 1.
+//! exits 1. `--reason` goes to the server's audit trail with each delete.
 
 use clap::Args;
 use ureq::http::Method;
 
 use super::client::{policy_path, Connection, ConnectionArgs};
-use super::documents;
+use super::{audit, documents};
 use super::{each_policy, CliError, Io};
 
 #[derive(Debug, Clone, Args)]
@@ -21,6 +21,9 @@ pub struct DeleteArgs {
     /// Delete the policies these YAML or JSON documents name (file, directory, or - for stdin).
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
     pub files: Vec<String>,
+    /// Why, for the server's audit trail (e.g. "game day over").
+    #[arg(long, value_name = "TEXT", value_parser = audit::parse_reason)]
+    pub reason: Option<String>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -40,8 +43,11 @@ pub fn run(
             .collect()
     };
     let client = Connection::resolve(&args.connection, None, vars)?.client();
+    let headers: Vec<(&str, &str)> = audit::reason_header(args.reason.as_deref())
+        .into_iter()
+        .collect();
     each_policy(&names, String::as_str, "deleted", io, |name| {
-        let reply = client.send(Method::DELETE, &policy_path(name), &[], None)?;
+        let reply = client.send(Method::DELETE, &policy_path(name), &headers, None)?;
         match reply.status {
             404 => Err(CliError::Reported("not found".to_owned())),
             _ => reply.success().map(|_| "deleted"),

@@ -11,7 +11,7 @@ use super::{CliError, Io};
 
 #[derive(Debug, Clone, Args)]
 pub struct HaltArgs {
-    /// Why, for the server's log (e.g. "incident 123").
+    /// Why, for the server's log and audit trail (e.g. "incident 123").
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
     #[command(flatten)]

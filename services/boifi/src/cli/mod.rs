@@ -1,7 +1,8 @@
 //! The command line: one enum of subcommands, each handing its work to its own module.
 //!
-//! - [`apply`], [`get`], [`delete`], [`halt`] (`halt` and `resume`), [`watch`], [`validate`],
-//!   [`status`], [`completion`]: one file per command, each with its arguments and its `run`.
+//! - [`apply`], [`get`], [`delete`], [`halt`] (`halt` and `resume`), [`audit`], [`watch`],
+//!   [`validate`], [`status`], [`completion`]: one file per command, each with its arguments
+//!   and its `run`.
 //! - [`wait`]: `apply --wait`, until the selected sidecars enforce what was applied.
 //! - [`client`]: where the server is, the token, the HTTP client (timeouts, bounded bodies).
 //! - [`documents`]: policy documents from files, directories and stdin, checked offline with
@@ -22,6 +23,7 @@ use clap::{Parser, Subcommand};
 use crate::serve;
 
 pub mod apply;
+pub mod audit;
 pub mod client;
 pub mod completion;
 pub mod delete;
@@ -65,6 +67,8 @@ pub enum Command {
     Halt(halt::HaltArgs),
     /// Turn the kill switch off: policies act again.
     Resume(halt::HaltArgs),
+    /// Who changed what, when and why: the server's audit trail, newest first.
+    Audit(audit::AuditArgs),
     /// Follow the changes the sidecars receive, one line each.
     Watch(watch::WatchArgs),
     /// Check policy files offline, with the API's own checks (no server needed).
@@ -167,6 +171,7 @@ where
         Command::Delete(args) => delete::run(&args, vars, io),
         Command::Halt(args) => halt::run(&args, true, vars, io),
         Command::Resume(args) => halt::run(&args, false, vars, io),
+        Command::Audit(args) => audit::run(&args, vars, io),
         Command::Watch(args) => watch::run(&args, vars, io),
         Command::Validate(args) => validate::run(&args, io),
         Command::Status(args) => status::run(&args, vars, io),
@@ -209,6 +214,9 @@ mod tests {
             &["get", "--token", "secret"],
             &["get", "--timeout", "0s"],
             &["completion", "tcsh"],
+            &["audit", "--action", "stop"],
+            &["audit", "--limit", "0"],
+            &["delete", "a", "--reason", "two\nlines"],
         ] {
             let err = parse(wrong)
                 .err()

@@ -73,6 +73,23 @@ impl Server {
         Server::start_in(dir, env)
     }
 
+    /// Requiring tokens: `tokens` is the tokens file (`<name> <role> <token>` lines); `env`
+    /// adds variables.
+    pub fn with_tokens_file(tokens: &str, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, tokens).expect("tokens file");
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push((
+            "BOIFI_TOKENS_FILE".to_owned(),
+            path.to_string_lossy().into_owned(),
+        ));
+        Server::start_in(dir, env)
+    }
+
     fn start_with(env: Vec<(String, String)>) -> Server {
         Server::start_in(tempfile::tempdir().expect("temp dir"), env)
     }

@@ -9,12 +9,13 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
 use boifi_policy::{status, Format, Policy, ValidPolicy};
-use boifi_store::{Precondition, Revision, StoreError, StoredPolicy};
+use boifi_store::{AuditAction, Precondition, Revision, StoreError, StoredPolicy};
 use serde::Serialize;
 use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::auth::{Reader, Writer};
 use crate::error::ErrorBody;
+use crate::routes::audit;
 use crate::routes::body::Body;
 use crate::{ApiError, AppState};
 
@@ -165,19 +166,24 @@ pub async fn get_policy(
     post, path = "/v1/policies", tag = "policies",
     request_body(description = "The policy, JSON or YAML (one document); `status` is ignored",
         content((Policy = "application/json"), (Policy = "application/yaml"))),
-    params(WritePreconditions),
+    params(
+        WritePreconditions,
+        ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
+    ),
     responses(WriteResponses),
     security(("bearer" = []))
 )]
 pub async fn create_policy(
-    _: Writer,
+    who: Writer,
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let precondition = precondition(req.headers())?;
+    let reason = audit::header_reason(req.headers())?;
     let policy = validate(&body.bytes, body.format, None)?;
-    write(&state, policy, precondition).await
+    write(&state, &who, reason.as_deref(), policy, precondition).await
 }
 
 #[utoipa::path(
@@ -187,20 +193,23 @@ pub async fn create_policy(
     params(
         ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
         WritePreconditions,
+        ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(WriteResponses),
     security(("bearer" = []))
 )]
 pub async fn replace_policy(
-    _: Writer,
+    who: Writer,
     state: web::Data<AppState>,
     req: HttpRequest,
     name: web::Path<String>,
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let precondition = precondition(req.headers())?;
+    let reason = audit::header_reason(req.headers())?;
     let policy = validate(&body.bytes, body.format, Some(&name))?;
-    write(&state, policy, precondition).await
+    write(&state, &who, reason.as_deref(), policy, precondition).await
 }
 
 #[utoipa::path(
@@ -209,10 +218,12 @@ pub async fn replace_policy(
         ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
         ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
             description = "Delete only if the stored revision is this one (the `ETag`, quotes optional)"),
+        ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Malformed precondition", body = ErrorBody),
+        (status = 400, description = "Malformed precondition or `X-Boifi-Reason`", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 403, description = "Token is not a writer, or the request came from another origin", body = ErrorBody),
         (status = 404, description = "No such policy", body = ErrorBody),
@@ -223,7 +234,7 @@ pub async fn replace_policy(
     security(("bearer" = []))
 )]
 pub async fn delete_policy(
-    _: Writer,
+    who: Writer,
     state: web::Data<AppState>,
     req: HttpRequest,
     name: web::Path<String>,
@@ -238,19 +249,25 @@ pub async fn delete_policy(
         }
         other => other.unwrap_or_default(),
     };
+    let reason = audit::header_reason(req.headers())?;
+    let by = audit::attribution(&who.0, reason.as_deref(), state.clock.now_ms())?;
     let deleted = state
         .metrics
-        .store_result("delete", state.store.delete(&name, precondition).await)?;
-    if deleted.is_none() {
+        .store_result("delete", state.store.delete(&name, precondition, &by).await)?;
+    let Some(revision) = deleted else {
         return Err(not_found(&name));
-    }
+    };
+    audit::log_entry(&by, AuditAction::Delete, Some(&name), revision);
     state.metrics.policy_deleted();
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Stamp and store `policy`, keeping `created_at` of the policy it replaces.
+/// Stamp and store `policy` on behalf of `who`, keeping `created_at` of the policy it
+/// replaces.
 async fn write(
     state: &AppState,
+    who: &Writer,
+    reason: Option<&str>,
     mut policy: ValidPolicy,
     precondition: Option<Precondition>,
 ) -> Result<HttpResponse, ApiError> {
@@ -271,12 +288,16 @@ async fn write(
         };
         let now = state.clock.now_ms();
         policy.stamp(now, created_at);
-        match metrics.store_result("put", state.store.put(&policy, effective).await) {
+        let by = audit::attribution(&who.0, reason, now)?;
+        match metrics.store_result("put", state.store.put(&policy, effective, &by).await) {
             Ok(outcome) => {
-                if outcome.created {
+                let action = if outcome.created {
                     metrics.policy_created();
-                }
-                log::debug!("policy {name} written at revision {}", outcome.revision);
+                    AuditAction::Create
+                } else {
+                    AuditAction::Replace
+                };
+                audit::log_entry(&by, action, Some(&name), outcome.revision);
                 let mut res = if outcome.created {
                     let mut res = HttpResponse::Created();
                     res.insert_header((header::LOCATION, format!("/v1/policies/{name}")));

@@ -9,7 +9,7 @@
 
 use boifi_policy::wire::{read_query, FieldProblem, Filter, SidecarState, MAX_NAME_LEN};
 
-use crate::routes::policies::list::{decode_hex, encode_hex};
+use crate::routes::policies::list::{decode_token, encode_token};
 
 /// Sidecars in a page when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 500;
@@ -128,11 +128,11 @@ impl SidecarListQuery {
 
 /// The `continue` token of a page that ends at this sidecar.
 pub fn continue_token(namespace: &str, pod: &str) -> String {
-    encode_hex(&format!("{namespace}{SEPARATOR}{pod}"))
+    encode_token(&format!("{namespace}{SEPARATOR}{pod}"))
 }
 
 fn parse_token(token: &str) -> Option<(String, String)> {
-    let key = String::from_utf8(decode_hex(token, 2 * MAX_NAME_LEN + 1)?).ok()?;
+    let key = decode_token(token, 2 * MAX_NAME_LEN + 1)?;
     let (namespace, pod) = key.split_once(SEPARATOR)?;
     Some((namespace.to_owned(), pod.to_owned()))
 }

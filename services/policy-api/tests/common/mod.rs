@@ -11,7 +11,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::test::{self, TestRequest};
 use boifi_policy_api::{app, AppState, Auth, ManualClock};
-use boifi_store::{open_store, EmbeddedStore, PolicyStore, StoreSettings};
+use boifi_store::{open_store, AuditRetention, EmbeddedStore, PolicyStore, StoreSettings};
 use serde_json::{json, Value};
 
 pub const WRITER: &str = "writer-token-0123456789";
@@ -50,6 +50,7 @@ pub async fn unreachable_etcd() -> Arc<dyn PolicyStore> {
         etcd_endpoints: vec![format!("http://127.0.0.1:{}", boifi_tests::free_port())],
         etcd_prefix: "/boifi/".into(),
         data_dir: "unused".into(),
+        audit_retention: AuditRetention::default(),
     })
     .await
     .expect("lazy etcd store")

@@ -9,6 +9,8 @@
 //!   `{"delete":{"name":".."}}` or `{"halt":{"halted":true}}`). `end` is a running byte count:
 //!   the previous entry's `end` plus this entry's [`entry_bytes`], so what the history holds is
 //!   the last `end` minus where the first entry starts, known without a counter to update.
+//! - `audit`: the audit trail ([`super::trail`]), one entry per revision, written by the same
+//!   transaction as the change.
 //! - `meta`: named numbers: `format`, `halted` (0 or 1), `base_revision` (the revision the
 //!   history started at: 0, or the imported one), and, when the store was imported from a
 //!   `state.json`, `imported_revision` and `imported_bytes` (that file's revision and length).
@@ -31,6 +33,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::trail::{self, Record};
 use super::{HistoryLimits, Memory};
 use crate::{Change, Revision, StoreError, StoredPolicy, WatchEvent};
 
@@ -305,13 +308,14 @@ impl Extent {
 }
 
 /// Applies `change` at `revision` and appends it to the history, trimming the oldest entries
-/// beyond `limits` (the newest entry is always kept), then commits durably. Returns the new
-/// history floor.
+/// beyond `limits` (the newest entry is always kept), records its audit entry (and trims the
+/// trail), then commits durably. Returns the new history floor.
 pub(super) fn write_change(
     db: &Database,
     revision: Revision,
     change: &Change,
     limits: HistoryLimits,
+    audit: &Record<'_>,
 ) -> Result<Revision, StoreError> {
     let txn = db.begin_write().map_err(db_error)?;
     let floor = {
@@ -363,6 +367,7 @@ pub(super) fn write_change(
             history.pop_first().map_err(db_error)?;
         }
     };
+    trail::record(&txn, audit)?;
     txn.commit().map_err(db_error)?;
     Ok(floor)
 }

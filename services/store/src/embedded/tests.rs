@@ -14,6 +14,10 @@ use super::*;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
+fn by() -> Attribution {
+    Attribution::new("test", None, 0).unwrap()
+}
+
 fn policy_with_body(name: &str, version: &str, body_bytes: usize) -> ValidPolicy {
     let mut abort = json!({ "httpStatus": 503 });
     if body_bytes > 0 {
@@ -53,7 +57,12 @@ fn on_disk(store: &EmbeddedStore) -> Memory {
 }
 
 fn open_limited(dir: &Path, events: u64, bytes: u64) -> EmbeddedStore {
-    EmbeddedStore::open_with(dir, HistoryLimits { events, bytes }).unwrap()
+    EmbeddedStore::open_with(
+        dir,
+        HistoryLimits { events, bytes },
+        AuditRetention::default(),
+    )
+    .unwrap()
 }
 
 fn expect_compacted(
@@ -99,19 +108,19 @@ async fn what_is_on_disk_matches_what_is_served_after_every_write() {
     for i in 0..3 {
         let name = format!("p{i}");
         store
-            .put(&policy(&name, "1"), Precondition::None)
+            .put(&policy(&name, "1"), Precondition::None, &by())
             .await
             .unwrap();
         assert_eq!(on_disk(&store), *store.shared.memory());
         store
-            .put(&policy(&name, "2"), Precondition::None)
+            .put(&policy(&name, "2"), Precondition::None, &by())
             .await
             .unwrap();
         assert_eq!(on_disk(&store), *store.shared.memory());
     }
-    store.delete("p1", Precondition::None).await.unwrap();
+    store.delete("p1", Precondition::None, &by()).await.unwrap();
     assert_eq!(on_disk(&store), *store.shared.memory());
-    store.set_halted(true).await.unwrap();
+    store.set_halted(true, &by()).await.unwrap();
     let disk = on_disk(&store);
     assert_eq!(disk, *store.shared.memory());
     assert_eq!(
@@ -137,7 +146,7 @@ async fn a_file_changed_behind_the_stores_back_is_corrupt_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     for i in 0..5 {
-        store.set_halted(i % 2 == 0).await.unwrap();
+        store.set_halted(i % 2 == 0, &by()).await.unwrap();
     }
     drop(store);
     let db_path = dir.path().join(tables::DB_FILE);
@@ -190,7 +199,7 @@ async fn history_is_bounded_by_count_and_older_revisions_are_compacted() {
     let store = open_limited(dir.path(), events, HISTORY_BYTES);
     let total = events + 5;
     for i in 0..total {
-        store.set_halted(i % 2 == 0).await.unwrap();
+        store.set_halted(i % 2 == 0, &by()).await.unwrap();
     }
     let last = store.snapshot().await.unwrap().revision;
     assert_eq!(last, total);
@@ -225,6 +234,7 @@ async fn history_is_bounded_by_bytes() {
             .put(
                 &policy_with_body(&format!("p{}", i % 7), &i.to_string(), 4_000),
                 Precondition::None,
+                &by(),
             )
             .await
             .unwrap();
@@ -246,7 +256,7 @@ async fn history_is_bounded_by_bytes() {
     for revision in floor + 1..=writes {
         assert_eq!(next(&mut stream).await.unwrap().revision, revision);
     }
-    let live = store.set_halted(true).await.unwrap();
+    let live = store.set_halted(true, &by()).await.unwrap();
     assert_eq!(next(&mut stream).await.unwrap().revision, live);
 }
 
@@ -254,9 +264,13 @@ async fn history_is_bounded_by_bytes() {
 async fn the_newest_event_is_kept_even_when_alone_over_the_byte_bound() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_limited(dir.path(), 1000, 1024);
-    store.set_halted(true).await.unwrap();
+    store.set_halted(true, &by()).await.unwrap();
     let put = store
-        .put(&policy_with_body("big", "1", 4_000), Precondition::None)
+        .put(
+            &policy_with_body("big", "1", 4_000),
+            Precondition::None,
+            &by(),
+        )
         .await
         .unwrap();
     assert_eq!(tables::history_usage(&store.shared.db).unwrap().1, 1);
@@ -282,6 +296,7 @@ async fn a_large_policy_updated_many_times_keeps_the_file_bounded() {
                 .put(
                     &policy_with_body("large", &format!("{round}-{i}"), 60_000),
                     Precondition::None,
+                    &by(),
                 )
                 .await
                 .unwrap();
@@ -312,7 +327,7 @@ async fn a_lagging_watcher_catches_up_from_history_without_gaps() {
     // up from the file in several batches.
     let count = BROADCAST_CAPACITY + HISTORY_BATCH + 20;
     for i in 0..count {
-        store.set_halted(i % 2 == 0).await.unwrap();
+        store.set_halted(i % 2 == 0, &by()).await.unwrap();
     }
     for expected in 1..=count as Revision {
         let event = next(&mut stream).await.unwrap();
@@ -333,7 +348,7 @@ async fn a_watcher_lagging_past_the_history_ends_with_compacted() {
     let store = open_limited(dir.path(), events, HISTORY_BYTES);
     let mut stream = store.watch(0).await.unwrap();
     for i in 0..(BROADCAST_CAPACITY as u64 + events) {
-        store.set_halted(i % 2 == 0).await.unwrap();
+        store.set_halted(i % 2 == 0, &by()).await.unwrap();
     }
     let err = next(&mut stream).await.unwrap_err();
     assert!(
@@ -352,7 +367,8 @@ async fn a_write_abandoned_by_its_caller_still_completes_in_memory_and_on_disk()
     let p = policy("abandoned", "1");
     // Poll once so the write starts, then drop the future.
     {
-        let put = store.put(&p, Precondition::None);
+        let by = by();
+        let put = store.put(&p, Precondition::None, &by);
         let _ = tokio::time::timeout(Duration::ZERO, put).await;
     }
     let event = next(&mut stream).await.unwrap();
@@ -441,7 +457,9 @@ mod import {
         // The history starts at the imported revision.
         expect_compacted(store.watch(8).await, 8, 9);
         let mut stream = store.watch(9).await.unwrap();
-        let deleted = store.delete("alpha", Precondition::Revision(5)).await;
+        let deleted = store
+            .delete("alpha", Precondition::Revision(5), &by())
+            .await;
         assert_eq!(deleted.unwrap(), Some(10), "revisions continue");
         assert_eq!(next(&mut stream).await.unwrap().revision, 10);
 
@@ -475,7 +493,7 @@ mod import {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         store
-            .put(&policy("kept", "1"), Precondition::None)
+            .put(&policy("kept", "1"), Precondition::None, &by())
             .await
             .unwrap();
         drop(store);
@@ -575,4 +593,33 @@ mod import {
         assert_eq!((snapshot.revision, snapshot.halted), (9, true));
         assert!(!dir.path().join(TEMP_FILE).exists(), "temp file removed");
     }
+}
+
+#[tokio::test]
+async fn the_audit_trail_is_trimmed_on_disk_by_count_and_then_by_age() {
+    const HOUR_MS: u64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let retention = AuditRetention {
+        max_entries: 5,
+        max_age: Duration::from_millis(HOUR_MS),
+    };
+    let store = EmbeddedStore::open_with_retention(dir.path(), retention).unwrap();
+    assert_eq!(trail::stored(&store.shared.db).unwrap(), 0);
+    let at = |ms| Attribution::new("test", None, ms).unwrap();
+    for i in 0..9u64 {
+        store.set_halted(i % 2 == 0, &at(1_000)).await.unwrap();
+        assert_eq!(trail::stored(&store.shared.db).unwrap(), (i + 1).min(5));
+    }
+    // Two hours later, the write's own transaction removes the five that aged out.
+    store
+        .set_halted(true, &at(1_000 + 2 * HOUR_MS))
+        .await
+        .unwrap();
+    assert_eq!(trail::stored(&store.shared.db).unwrap(), 1);
+    let page = store
+        .audit(&AuditQuery::newest(10, 1_000 + 2 * HOUR_MS))
+        .await
+        .unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].revision, 10);
 }

@@ -24,6 +24,7 @@ fn a_reason_in_json_or_yaml() {
     );
     for (body, format) in [
         (br#"{"reason":null}"#.as_slice(), Format::Json),
+        (br#"{"reason":""}"#.as_slice(), Format::Json),
         (b"null".as_slice(), Format::Json),
         (b"null\n".as_slice(), Format::Yaml),
         (b"# nothing\n".as_slice(), Format::Yaml),

@@ -54,7 +54,13 @@ impl ListQuery {
                 DEFAULT_LIMIT
             }
         };
-        let after = match token.as_deref().map(decode_token) {
+        let after = match token.as_deref().map(|t| {
+            // Policy names are DNS labels: a token for anything else was not issued here.
+            decode_token(t, MAX_NAME_LEN).filter(|name| {
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })
+        }) {
             None => None,
             Some(Some(name)) => Some(name),
             Some(None) => {
@@ -133,31 +139,16 @@ pub fn page<T>(
     (page, token)
 }
 
-/// The token for "after `name`": opaque to clients (they send it back as they got it). Names
-/// are DNS labels, so a token is the hex of `[a-z0-9-]` bytes.
-fn encode_token(name: &str) -> String {
-    encode_hex(name)
+/// The token for "after `name`": opaque to clients (they send it back as they got it): the
+/// hex of the name's bytes.
+pub(crate) fn encode_token(name: &str) -> String {
+    name.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The name a token stands for; `None` for anything [`encode_token`] cannot have written
-/// (the OpenAPI document gives the same rule as a pattern, so a client can check it too).
-fn decode_token(token: &str) -> Option<String> {
-    let bytes = decode_hex(token, MAX_NAME_LEN)?;
-    let label_byte = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
-    bytes
-        .iter()
-        .all(label_byte)
-        .then(|| String::from_utf8(bytes).ok())?
-}
-
-/// `text` as lower-case hex: an opaque `continue` token (the sidecar list's too).
-pub(crate) fn encode_hex(text: &str) -> String {
-    text.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The bytes of a token [`encode_hex`] wrote for at most `max_len` bytes; `None` for anything
-/// else (upper case, odd length, empty, too long).
-pub(crate) fn decode_hex(token: &str, max_len: usize) -> Option<Vec<u8>> {
+/// for a UTF-8 name of at most `max_len` bytes (the OpenAPI document gives the policy list's
+/// rule as a pattern, so a client can check it too).
+pub(crate) fn decode_token(token: &str, max_len: usize) -> Option<String> {
     let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
     if token.is_empty()
         || token.len() > 2 * max_len
@@ -166,10 +157,11 @@ pub(crate) fn decode_hex(token: &str, max_len: usize) -> Option<Vec<u8>> {
     {
         return None;
     }
-    (0..token.len())
+    let bytes = (0..token.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok())
-        .collect()
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]

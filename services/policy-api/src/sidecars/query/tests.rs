@@ -62,7 +62,7 @@ fn tokens_round_trip_and_reject_what_was_not_issued() {
     let long = continue_token(&"n".repeat(MAX_NAME_LEN), &"p".repeat(MAX_NAME_LEN));
     assert!(parse_token(&long).is_some());
     // A policy list token (one name, no separator) is not a sidecar token.
-    for bad in [encode_hex("demo"), "zz".into(), String::new()] {
+    for bad in [encode_token("demo"), "zz".into(), String::new()] {
         assert_eq!(parse_token(&bad), None, "{bad}");
     }
 }

@@ -145,9 +145,9 @@ fn filters_keep_what_a_workload_there_could_receive() {
 #[test]
 fn tokens_round_trip_and_reject_what_was_not_issued() {
     for name in ["a", "reviews-abort", &"x".repeat(63)] {
-        assert_eq!(decode_token(&encode_token(name)).as_deref(), Some(name));
+        assert_eq!(decode_token(&encode_token(name), 63).as_deref(), Some(name));
     }
-    for bad in ["", "6", "6G", "FF", "ff", "41", "2f", &"61".repeat(64)] {
-        assert_eq!(decode_token(bad), None, "{bad}");
+    for bad in ["", "6", "6G", "FF", "ff", "c3", &"61".repeat(64)] {
+        assert_eq!(decode_token(bad, 63), None, "{bad}");
     }
 }
