@@ -91,12 +91,49 @@ fn demo_shows_the_example_fault_injected_and_everything_else_untouched() {
     assert!((34..=66).contains(&failed), "{caller}");
     // The policies went in through the CLI, as the README tells users to do.
     for line in [
-        "$ boifi apply -f docs/examples/reviews-abort.yaml -f docs/examples/ratings-delay.yaml\n",
+        "$ boifi apply --wait -f docs/examples/reviews-abort.yaml -f docs/examples/ratings-delay.yaml\n",
         "   policy/reviews-abort created\n",
         "   policy/ratings-delay created\n",
+        "   policy/reviews-abort enforced by 2 sidecars at revision ",
+        "   policy/ratings-delay enforced by 2 sidecars at revision ",
         "   $ boifi get\n",
+        "   $ boifi status\n",
     ] {
         assert!(output.contains(line), "{line:?}:\n{output}");
+    }
+    // `boifi status` lists the four sidecars, each current.
+    let status = &output[output.find("   $ boifi status\n").expect("status")..];
+    let mut lines = status.lines().skip(1);
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "POD",
+            "NAMESPACE",
+            "WORKLOAD",
+            "REVISION",
+            "STATE",
+            "LAST",
+            "SEEN",
+            "INJECTED"
+        ],
+        "{status}"
+    );
+    let rows: Vec<Vec<&str>> = lines
+        .take(4)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for workload in ["ratings", "reviews"] {
+        let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r[2] == workload).collect();
+        assert_eq!(mine.len(), 2, "{status}");
+        assert!(
+            mine.iter().all(|r| r[1] == "demo" && r[4] == "current"),
+            "{status}"
+        );
     }
     let table = output
         .lines()

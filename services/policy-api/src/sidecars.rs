@@ -10,7 +10,8 @@
 //! - [`SidecarView`]: one gathering merged (a sidecar on two replicas: the latest `last_seen`
 //!   wins) and indexed: enforcement of a selector at a revision, injected counts per policy,
 //!   a filtered page.
-//! - [`Sidecars`]: the gatherer behind a short cache, shared by every request.
+//! - [`Sidecars`]: the gatherer behind a short cache, shared by every request;
+//!   [`Sidecars::fill_status`] sets the status fields of policies being read.
 //! - [`SidecarListQuery`]: the query of `GET /v1/sidecars`.
 
 use std::collections::BTreeSet;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boifi_policy::wire::UnreachableReplica;
+use boifi_policy::Policy;
 use tokio::sync::Mutex;
 
 mod gather;
@@ -34,8 +36,14 @@ pub use view::{ReplicaRead, SidecarView, MAX_LAGGING_NAMES};
 /// request (plus the time to gather), and a burst of reads costs one gathering.
 pub const MAX_AGE: Duration = Duration::from_millis(500);
 /// A gathering younger than this answers every read, whatever it asks for: reads of a policy
-/// the replicas have not seen yet gather at most this often.
+/// the replicas have not seen yet, or of one still reaching its sidecars, gather at most this
+/// often.
 pub const MIN_AGE: Duration = Duration::from_millis(50);
+/// A policy written less than this long ago (by `status.updated_at_ms`) whose enforcement shows
+/// laggards is counted from tables at most [`MIN_AGE`] old: its sidecars catch up within
+/// milliseconds, and a reader waiting for them (`boifi apply --wait`) should see it then, not up
+/// to [`MAX_AGE`] later.
+pub const SETTLING_MS: u64 = 10_000;
 
 /// One gathering, and when it started.
 struct Gathered {
@@ -79,11 +87,17 @@ impl Sidecars {
     /// take its result (it started after they arrived), so a slow replica does not make every
     /// waiting request gather again.
     pub async fn view(&self, revision: u64) -> Arc<SidecarView> {
+        self.view_within(revision, self.max_age).await
+    }
+
+    /// [`Sidecars::view`], at most `max_age` old (but never younger than [`MIN_AGE`]).
+    pub async fn view_within(&self, revision: u64, max_age: Duration) -> Arc<SidecarView> {
+        let max_age = max_age.min(self.max_age);
         let arrived = Instant::now();
         let mut last = self.last.lock().await;
         if let Some(gathered) = last.gathered.as_ref() {
             let age = gathered.started.elapsed();
-            let recent = age < self.max_age && gathered.view.revision() >= revision;
+            let recent = age < max_age && gathered.view.revision() >= revision;
             if gathered.started >= arrived || age < MIN_AGE.min(self.max_age) || recent {
                 return Arc::clone(&gathered.view);
             }
@@ -106,6 +120,32 @@ impl Sidecars {
             view: Arc::clone(&view),
         });
         view
+    }
+}
+
+impl Sidecars {
+    /// Fills in `status.enforcement` and `status.injected` of `policies` (as read at `now_ms`,
+    /// `status.revision` set) from one view of the tables: one that knows of the newest of
+    /// them, and, when one written in the last [`SETTLING_MS`] still has laggards, at most
+    /// [`MIN_AGE`] old.
+    pub async fn fill_status(&self, policies: &mut [Policy], now_ms: u64) {
+        let revision = |p: &Policy| p.status.as_ref().map_or(0, |s| s.revision);
+        let newest = policies.iter().map(revision).max().unwrap_or(0);
+        let mut view = self.view(newest).await;
+        let settling = policies.iter().any(|p| {
+            let written = p.status.as_ref().map_or(0, |s| s.updated_at_ms);
+            now_ms.saturating_sub(written) < SETTLING_MS
+                && view
+                    .enforcement(&p.spec.selector, revision(p))
+                    .lagging_count
+                    > 0
+        });
+        if settling {
+            view = self.view_within(newest, MIN_AGE).await;
+        }
+        for policy in policies {
+            view.fill_status(policy);
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use boifi_policy::wire::{
     FaultCounts, SidecarState, SidecarStatus, SidecarsPage, SidecarsQuery, UnreachableReplica,
 };
 use boifi_policy_api::app;
-use boifi_policy_api::sidecars::{SidecarSource, Sidecars, MIN_AGE};
+use boifi_policy_api::sidecars::{SidecarSource, Sidecars, MIN_AGE, SETTLING_MS};
 use common::*;
 use serde_json::{json, Value};
 
@@ -312,6 +312,48 @@ async fn a_policy_newer_than_the_tables_is_read_from_a_new_gathering() {
     send(&app, get("/v1/policies/reviews-abort")).await;
     send(&app, get("/v1/sidecars?policy=reviews-abort")).await;
     assert_eq!(gatherings(), 3, "the replicas know of it now");
+}
+
+#[actix_web::test]
+async fn a_policy_still_reaching_its_sidecars_is_counted_from_fresh_tables() {
+    let replicas = Arc::new(Replicas::default());
+    let (store, dir) = embedded();
+    let (mut state, clock) = state_on(store);
+    state.sidecars = Some(Arc::new(Sidecars::with_max_age(
+        replicas.clone(),
+        Duration::from_secs(3600),
+    )));
+    let app = test::init_service(app(state)).await;
+    let revision = write_policy(&app).await;
+    let table = |behind: u64| {
+        Ok(vec![
+            sidecar("reviews-v2-a", "reviews-v2", "v2", revision),
+            sidecar("reviews-v2-b", "reviews-v2", "v2", revision - behind),
+        ])
+    };
+    replicas.set("a", table(1));
+    let enforcing = |reply: &Reply| reply.body["status"]["enforcement"]["enforcing"].clone();
+    let gatherings = || replicas.pages.load(Ordering::SeqCst);
+    let read = get("/v1/policies/reviews-abort");
+    assert_eq!(enforcing(&send(&app, read).await), 1);
+    assert_eq!(gatherings(), 1);
+    // The laggard catches up: a read after MIN_AGE sees it (written moments ago).
+    replicas.set("a", table(0));
+    std::thread::sleep(MIN_AGE + Duration::from_millis(10));
+    let read = get("/v1/policies/reviews-abort");
+    assert_eq!(enforcing(&send(&app, read).await), 2);
+    assert_eq!(gatherings(), 2);
+    // Once it has settled, a laggard does not make reads gather more often than MAX_AGE.
+    clock.advance_ms(SETTLING_MS);
+    replicas.set("a", table(1));
+    std::thread::sleep(MIN_AGE + Duration::from_millis(10));
+    let list = send(&app, get("/v1/policies")).await;
+    assert_eq!(
+        list.body["policies"][0]["status"]["enforcement"]["enforcing"],
+        2
+    );
+    assert_eq!(gatherings(), 2);
+    drop(dir);
 }
 
 #[actix_web::test]

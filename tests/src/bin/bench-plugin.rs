@@ -19,7 +19,9 @@
 //!
 //! Propagation: `boifi serve` plus 3 workloads x 2 replicas with the plugin's default poll
 //! settings; a policy selecting everyone is changed repeatedly (a new abort status each time)
-//! and every sidecar is probed until it answers with the new status.
+//! and every sidecar is probed until it answers with the new status. Meanwhile the API is
+//! asked what it says (the policy's `status.enforcement`, `GET /v1/sidecars?policy=`), and the
+//! two times are compared per change and per sidecar. `--propagation-only` skips the cost.
 //!
 //! Build and run (release; `boifi` must sit next to this binary):
 //! `cargo build --release --bin boifi --bin bench-plugin && target/release/bench-plugin`
@@ -66,6 +68,9 @@ struct Args {
     /// Policies loaded in the `plugin-100` variant (at most 1000).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_POLICIES, value_parser = whole_number(1, 1000))]
     policies: usize,
+    /// Measure only propagation (no cost rounds).
+    #[arg(long)]
+    propagation_only: bool,
 }
 
 /// No bound but the machine's.
@@ -96,6 +101,10 @@ fn run(args: &Args) -> Result<(), String> {
     println!(
         "plugin module: {plugin_size} bytes; Envoy pinned to CPU {ENVOY_CPU}, load on CPU {LOAD_CPU}"
     );
+    if args.propagation_only {
+        report_propagation(&measure_propagation(args.changes)?);
+        return Ok(());
+    }
     let cost = measure_cost(args)?;
     let propagation = measure_propagation(args.changes)?;
     report(args, plugin_size, &cost, &propagation);
@@ -557,15 +566,41 @@ fn throughput(envoy: &Envoy, seconds: u64) -> Result<(f64, f64), String> {
     Ok(result)
 }
 
-/// Per change, the time from sending the write to the last sidecar enforcing it.
+/// Per change, the time from sending the write to the sidecars enforcing it: as probing them
+/// shows, and as the API says (`status.enforcement`, and `GET /v1/sidecars?policy=` per
+/// sidecar).
 struct Propagation {
     sidecars: usize,
-    /// Until every sidecar enforced the change.
+    /// Until every sidecar enforced the change, by probing.
     all: Vec<Duration>,
-    /// Until each sidecar enforced it (sidecars x changes).
+    /// Until each sidecar enforced it, by probing (sidecars x changes).
     each: Vec<Duration>,
     /// The API's answer to the write.
     write: Vec<Duration>,
+    /// Until the policy's `status.enforcement` said every selected sidecar enforces it.
+    api_all: Vec<Duration>,
+    /// Until the API's sidecar list showed each sidecar at the change's revision.
+    api_each: Vec<Duration>,
+    /// Per change, `api_all - all` in ms (negative: the API said so before the probes saw it).
+    gap_all: Vec<f64>,
+    /// Per sidecar and change, `api_each - each` in ms.
+    gap_each: Vec<f64>,
+    /// Changes where a probe sent right after `status.enforcement` said every sidecar enforces
+    /// it found one that did not yet.
+    ahead_all: usize,
+    /// Sidecars that a probe sent right after the API listed them at the revision found not
+    /// enforcing it yet (of sidecars x changes).
+    ahead_each: usize,
+    /// Per change, the sidecars not enforcing it when `status.enforcement` said all did.
+    behind_at_api_all: Vec<usize>,
+}
+
+/// When each sidecar was first seen enforcing a change, by probing and by the API.
+#[derive(Default)]
+struct Seen {
+    probe: BTreeMap<usize, Duration>,
+    api: BTreeMap<usize, Duration>,
+    api_all: Option<Duration>,
 }
 
 fn measure_propagation(changes: usize) -> Result<Propagation, String> {
@@ -585,7 +620,16 @@ fn measure_propagation(changes: usize) -> Result<Propagation, String> {
         all: Vec::new(),
         each: Vec::new(),
         write: Vec::new(),
+        api_all: Vec::new(),
+        api_each: Vec::new(),
+        gap_all: Vec::new(),
+        gap_each: Vec::new(),
+        ahead_all: 0,
+        ahead_each: 0,
+        behind_at_api_all: Vec::new(),
     };
+    let signed_ms =
+        |api: Duration, probe: Duration| (api.as_secs_f64() - probe.as_secs_f64()) * 1e3;
     for i in 0..changes {
         let status = 520 + (i % 40) as u16;
         let policy = json!({
@@ -593,27 +637,89 @@ fn measure_propagation(changes: usize) -> Result<Propagation, String> {
             "spec": {"rules": [{"match": {"path": {"exact": "/propagation"}}, "fault": {"abort": {"httpStatus": status}}}]}
         });
         let start = Instant::now();
-        mesh.put_policy(&policy)?;
+        let revision = mesh.put_policy(&policy)?.revision;
         result.write.push(start.elapsed());
-        let mut pending: Vec<usize> = (0..replicas.len()).collect();
         let deadline = start + Duration::from_secs(30);
-        while !pending.is_empty() {
+        let mut seen = Seen::default();
+        // Each pass asks the API what it says and, the moment it says a sidecar enforces the
+        // change, probes that sidecar (does the data plane agree?); then probes the sidecars
+        // not yet seen enforcing it; until both say every sidecar enforces it.
+        while seen.probe.len() < replicas.len()
+            || seen.api.len() < replicas.len()
+            || seen.api_all.is_none()
+        {
             if Instant::now() > deadline {
                 return Err(format!(
-                    "change {i}: sidecars {pending:?} never enforced it"
+                    "change {i}: not every sidecar enforced revision {revision} within 30 s \
+                     (probed: {:?}, the API: {:?}, all by the API: {:?})",
+                    seen.probe.keys(),
+                    seen.api.keys(),
+                    seen.api_all
                 ));
             }
-            pending.retain(|&k| {
-                let enforced = replicas[k]
+            let enforces = |k: usize| {
+                replicas[k]
                     .request(&probe)
-                    .is_ok_and(|r| r.status == status);
-                if enforced {
-                    result.each.push(start.elapsed());
+                    .is_ok_and(|r| r.status == status)
+            };
+            if seen.api.len() < replicas.len() {
+                let listed = mesh.control().api_sidecars("policy=propagation")?;
+                let at = start.elapsed();
+                for (k, replica) in replicas.iter().enumerate() {
+                    let listed_at_revision = listed
+                        .sidecars
+                        .iter()
+                        .any(|s| s.pod == replica.pod() && s.revision >= revision);
+                    if listed_at_revision && !seen.api.contains_key(&k) {
+                        seen.api.insert(k, at);
+                        if enforces(k) {
+                            seen.probe.entry(k).or_insert_with(|| start.elapsed());
+                        } else {
+                            result.ahead_each += 1;
+                        }
+                    }
                 }
-                !enforced
-            });
+            }
+            if seen.api_all.is_none() {
+                let read = mesh.control().policy("propagation")?;
+                let at = start.elapsed();
+                let enforcement = &read["status"]["enforcement"];
+                let current = read["status"]["revision"].as_u64() == Some(revision);
+                if current
+                    && enforcement["selected"] == replicas.len()
+                    && enforcement["enforcing"] == replicas.len()
+                {
+                    seen.api_all = Some(at);
+                    let mut behind = 0;
+                    for k in 0..replicas.len() {
+                        if enforces(k) {
+                            seen.probe.entry(k).or_insert_with(|| start.elapsed());
+                        } else {
+                            behind += 1;
+                        }
+                    }
+                    result.ahead_all += usize::from(behind > 0);
+                    result.behind_at_api_all.push(behind);
+                }
+            }
+            for k in 0..replicas.len() {
+                if !seen.probe.contains_key(&k) && enforces(k) {
+                    seen.probe.insert(k, start.elapsed());
+                }
+            }
         }
-        result.all.push(start.elapsed());
+        let probe_all = seen.probe.values().copied().max().unwrap_or_default();
+        let api_all = seen.api_all.unwrap_or_default();
+        result.all.push(probe_all);
+        result.api_all.push(api_all);
+        result.gap_all.push(signed_ms(api_all, probe_all));
+        for k in 0..replicas.len() {
+            result.each.push(seen.probe[&k]);
+            result.api_each.push(seen.api[&k]);
+            result
+                .gap_each
+                .push(signed_ms(seen.api[&k], seen.probe[&k]));
+        }
     }
     Ok(result)
 }
@@ -694,6 +800,11 @@ fn report(args: &Args, plugin_size: u64, cost: &CostSamples, propagation: &Propa
         added(Variant::DrawRequest, Variant::DrawAttempt, |s| s.p50_us),
         added(Variant::DrawRequest, Variant::DrawAttempt, |s| s.p99_us)
     );
+    report_propagation(propagation);
+    println!("\nplugin module {plugin_size} bytes");
+}
+
+fn report_propagation(propagation: &Propagation) {
     println!(
         "\n### Propagation ({} changes, {} sidecars, plugin defaults)\n",
         propagation.all.len(),
@@ -703,8 +814,16 @@ fn report(args: &Args, plugin_size: u64, cost: &CostSamples, propagation: &Propa
     println!("|---|---:|---:|---:|");
     for (what, values) in [
         ("the API's answer", &propagation.write),
-        ("enforcement in each sidecar", &propagation.each),
-        ("enforcement in every sidecar", &propagation.all),
+        ("enforcement in each sidecar (probed)", &propagation.each),
+        ("enforcement in every sidecar (probed)", &propagation.all),
+        (
+            "the API listing each sidecar at the revision",
+            &propagation.api_each,
+        ),
+        (
+            "the API's status.enforcement: every selected sidecar",
+            &propagation.api_all,
+        ),
     ] {
         println!(
             "| {what} | {:.1} ms | {:.1} ms | {:.1} ms |",
@@ -713,9 +832,48 @@ fn report(args: &Args, plugin_size: u64, cost: &CostSamples, propagation: &Propa
             quantile_ms(values, 1.0)
         );
     }
+    println!("\n| the API's time minus the probes' | min | p50 | p99 | max | API earlier |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (what, gaps) in [
+        ("every sidecar (per change)", &propagation.gap_all),
+        ("each sidecar", &propagation.gap_each),
+    ] {
+        let mut sorted = gaps.clone();
+        sorted.sort_by(f64::total_cmp);
+        let q = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        let earlier = sorted.iter().filter(|g| **g < 0.0).count();
+        println!(
+            "| {what} | {:+.1} ms | {:+.1} ms | {:+.1} ms | {:+.1} ms | {earlier} of {} |",
+            q(0.0),
+            q(0.5),
+            q(0.99),
+            q(1.0),
+            sorted.len()
+        );
+    }
     println!(
-        "\npropagation p99 {:.1} ms (budget < 1000 ms); plugin module {plugin_size} bytes",
-        quantile_ms(&propagation.all, 0.99)
+        "\nprobed right after the API said so: {} of {} changes had a sidecar not enforcing it yet; {} of {} sidecars",
+        propagation.ahead_all,
+        propagation.all.len(),
+        propagation.ahead_each,
+        propagation.each.len()
+    );
+    println!("\n| change | every sidecar, probed | the API said so | API minus probes | sidecars not enforcing it when the API said so |");
+    println!("|---:|---:|---:|---:|---:|");
+    for (i, (probed, api)) in propagation.all.iter().zip(&propagation.api_all).enumerate() {
+        println!(
+            "| {} | {:.1} ms | {:.1} ms | {:+.1} ms | {} |",
+            i + 1,
+            probed.as_secs_f64() * 1e3,
+            api.as_secs_f64() * 1e3,
+            propagation.gap_all[i],
+            propagation.behind_at_api_all[i]
+        );
+    }
+    println!(
+        "\npropagation p99 {:.1} ms (budget < 1000 ms); the API says every sidecar enforces it {:.1} ms (p99) after the write",
+        quantile_ms(&propagation.all, 0.99),
+        quantile_ms(&propagation.api_all, 0.99)
     );
 }
 

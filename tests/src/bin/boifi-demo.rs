@@ -74,10 +74,12 @@ fn run(args: &Args) -> Result<(), String> {
         "   reviews-abort: reviews v2, GET /api* with x-user: test, 50% -> 200 ms delay then 503\n   \
          ratings-delay: ratings, /api* -> 100 ms delay"
     );
-    boifi.run(&["apply", "-f", EXAMPLE_FILE, "-f", DELAY_FILE])?;
+    boifi.run(&["apply", "--wait", "-f", EXAMPLE_FILE, "-f", DELAY_FILE])?;
+    // What the sidecars' own stats say, beside what `--wait` read from the API.
     mesh.wait_applied(boifi.revision("reviews-abort")?, &["reviews"])?;
     mesh.wait_applied(boifi.revision("ratings-delay")?, &["ratings"])?;
     boifi.run(&["get"])?;
+    boifi.run(&["status"])?;
     println!("   every sidecar applied both");
 
     println!("\n3. The same traffic now:");
@@ -341,6 +343,10 @@ fn print_next_steps(mesh: &Mesh, boifi: &Cli) {
     }
     println!("   boifi get                      # the policies, their revision and expiry");
     println!("   boifi watch                    # every change, as the sidecars receive it");
+    println!("   boifi status                   # every sidecar: the revision it enforces, faults injected");
+    println!(
+        "   boifi status reviews-abort     # the sidecars it selects, which enforce it, its faults"
+    );
     println!("   boifi apply -f {EXAMPLE_FILE}   # after editing it: configured");
     println!("   boifi halt --reason \"enough\"   # kill switch: no faults anywhere");
     println!("   boifi resume");

@@ -5,8 +5,6 @@
 //! stored. The server stamps `status` (times, expiry); reads fill in the store revision and
 //! mark expired rules.
 
-use std::sync::Arc;
-
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse};
@@ -19,7 +17,6 @@ use crate::auth::{Reader, Writer};
 use crate::error::ErrorBody;
 use crate::routes::audit;
 use crate::routes::body::Body;
-use crate::sidecars::SidecarView;
 use crate::{ApiError, AppState};
 
 pub mod list;
@@ -122,13 +119,14 @@ pub async fn list_policies(
         |p| &p.policy.metadata.name,
         |p| &p.policy.spec.selector,
     );
-    let newest = page.iter().map(|p| p.revision).max().unwrap_or(0);
-    let view = sidecar_view(&state, newest).await;
     let now = state.clock.now_ms();
-    let policies = page
+    let mut policies: Vec<Policy> = page
         .into_iter()
-        .map(|p| with_sidecar_status(for_output(p.policy, p.revision, now), view.as_deref()))
+        .map(|p| for_output(p.policy, p.revision, now))
         .collect();
+    if let Some(sidecars) = &state.sidecars {
+        sidecars.fill_status(&mut policies, now).await;
+    }
     Ok(web::Json(PolicyList { policies, next }))
 }
 
@@ -153,11 +151,12 @@ pub async fn get_policy(
         .metrics
         .store_result("get", state.store.get(&name).await)?
         .ok_or_else(|| not_found(&name))?;
-    let view = sidecar_view(&state, revision).await;
-    let policy = with_sidecar_status(
-        for_output(policy, revision, state.clock.now_ms()),
-        view.as_deref(),
-    );
+    let now = state.clock.now_ms();
+    let mut policy = [for_output(policy, revision, now)];
+    if let Some(sidecars) = &state.sidecars {
+        sidecars.fill_status(&mut policy, now).await;
+    }
+    let [policy] = policy;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(revision)))
         .json(policy))
@@ -385,32 +384,6 @@ fn etag(revision: Revision) -> String {
 
 fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("policy \"{}\" not found", name.escape_default()))
-}
-
-/// The sidecar tables, when this server has a source for them, from replicas that know of
-/// `revision` if they can.
-async fn sidecar_view(state: &AppState, revision: u64) -> Option<Arc<SidecarView>> {
-    match &state.sidecars {
-        Some(sidecars) => Some(sidecars.view(revision).await),
-        None => None,
-    }
-}
-
-/// `status.enforcement` and `status.injected` of a policy read, from the sidecar tables
-/// (left out when the server has none).
-fn with_sidecar_status(mut policy: Policy, view: Option<&SidecarView>) -> Policy {
-    let Some(view) = view else {
-        return policy;
-    };
-    let Policy {
-        metadata,
-        spec,
-        status,
-    } = &mut policy;
-    let status = status.get_or_insert_with(Default::default);
-    status.enforcement = Some(view.enforcement(&spec.selector, status.revision));
-    status.injected = Some(view.injected(&metadata.name));
-    policy
 }
 
 /// A stored policy as the API returns it: `status.revision` from the store, expired rules

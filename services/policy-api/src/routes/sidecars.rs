@@ -12,17 +12,20 @@ use crate::{ApiError, AppState};
 #[utoipa::path(
     get, path = "/v1/sidecars", tag = "sidecars",
     params(
-        ("namespace" = Option<String>, Query, max_length = 253,
-            description = "Only sidecars of this namespace"),
-        ("service" = Option<String>, Query, max_length = 253,
-            description = "Only sidecars whose workload name or `app` label is this"),
+        ("namespace" = Option<String>, Query, max_length = 253, pattern = "^[!-~]*$",
+            description = "Only sidecars of this namespace (empty or `*`: any)"),
+        ("service" = Option<String>, Query, max_length = 253, pattern = "^[!-~]*$",
+            description = "Only sidecars whose workload name or `app` label is this (empty or `*`: any)"),
         ("policy" = Option<String>, Query, max_length = 63,
-            description = "Only sidecars this policy's selector matches (labels included)"),
-        ("state" = Option<String>, Query, pattern = "^(current|behind)$",
+            pattern = "^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$",
+            description = "Only sidecars this policy's selector matches, labels included"),
+        ("state" = Option<String>, Query, pattern = "^(current|behind)?$",
             description = "Only sidecars enforcing every change that concerns them (`current`), or not yet (`behind`)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000,
             description = "Sidecars per page, 1-10000; default 500"),
-        ("continue" = Option<String>, Query, pattern = "^([0-9a-f]{2})+$",
+        // The hex of `<namespace>\n<pod>` (names without control characters).
+        ("continue" = Option<String>, Query, max_length = 1014,
+            pattern = "^([2-7][0-9a-f])*0a([2-7][0-9a-f])*$",
             description = "The `continue` of the previous page"),
     ),
     responses(

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use boifi_policy::wire::{
     FaultCounts, ReplicaSummary, SidecarList, SidecarStatus, SidecarsPage, UnreachableReplica,
 };
-use boifi_policy::{Enforcement, Selector, Workload};
+use boifi_policy::{Enforcement, Policy, Selector, Workload};
 
 use super::query::SidecarListQuery;
 
@@ -29,6 +29,9 @@ pub struct ReplicaRead {
     /// Its whole table (every page), or why not.
     pub outcome: Result<SidecarsPage, String>,
 }
+
+/// What makes two sidecars alike to a selector: namespace, workload, labels.
+type IdentityKey<'a> = (&'a str, &'a str, Option<&'a BTreeMap<String, String>>);
 
 /// Sidecars of one identity, indices into [`SidecarView::sidecars`].
 #[derive(Debug)]
@@ -103,8 +106,6 @@ impl SidecarView {
 
     /// Groups by identity, the namespace index and the injected sums.
     fn index(&mut self) {
-        // (namespace, workload, labels) -> index in `groups`.
-        type IdentityKey<'s> = (&'s str, &'s str, Option<&'s BTreeMap<String, String>>);
         let mut by_identity: HashMap<IdentityKey<'_>, usize> = HashMap::new();
         let mut groups: Vec<Group> = Vec::new();
         for (i, sidecar) in self.sidecars.iter().enumerate() {
@@ -188,7 +189,13 @@ impl SidecarView {
             lagging_count += lagging;
             behind.extend(&group.members[..lagging.min(MAX_LAGGING_NAMES)]);
         }
-        behind.sort_unstable_by_key(|&i| (self.sidecars[i].revision, i));
+        let furthest = |&i: &usize| (self.sidecars[i].revision, i);
+        if behind.len() > MAX_LAGGING_NAMES {
+            // Only the first few need an order (a policy selecting everyone has many).
+            behind.select_nth_unstable_by_key(MAX_LAGGING_NAMES, furthest);
+            behind.truncate(MAX_LAGGING_NAMES);
+        }
+        behind.sort_unstable_by_key(furthest);
         Enforcement {
             selected: selected as u64,
             enforcing: (selected - lagging_count) as u64,
@@ -205,6 +212,19 @@ impl SidecarView {
     /// `status.injected` of `policy`: its counts summed over the live sidecars.
     pub fn injected(&self, policy: &str) -> FaultCounts {
         self.injected.get(policy).copied().unwrap_or_default()
+    }
+
+    /// Sets `status.enforcement` (against `status.revision`) and `status.injected` of a policy
+    /// being read.
+    pub fn fill_status(&self, policy: &mut Policy) {
+        let Policy {
+            metadata,
+            spec,
+            status,
+        } = policy;
+        let status = status.get_or_insert_with(Default::default);
+        status.enforcement = Some(self.enforcement(&spec.selector, status.revision));
+        status.injected = Some(self.injected(&metadata.name));
     }
 
     /// A page of the sidecars `query` asks for; `policy` is the selector of its `policy`
