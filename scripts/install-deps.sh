@@ -49,4 +49,11 @@ if ! "$(envoy_venv)/bin/python" -c 'import grpc, grpc_health.v1.health_pb2' 2>/d
     "$(envoy_venv)/bin/python" -m pip install --quiet --disable-pip-version-check \
         "grpcio==1.85.*" "grpcio-health-checking==1.85.*"
 fi
+# Schemathesis: property-based tests of the API from its OpenAPI document (scripts/test-api-schema.sh).
+SCHEMATHESIS_VERSION=4.32
+if ! "$(envoy_venv)/bin/python" -c "import schemathesis, sys; sys.exit(not schemathesis.__version__.startswith('$SCHEMATHESIS_VERSION.'))" 2>/dev/null; then
+    log "schemathesis==$SCHEMATHESIS_VERSION.* into $(envoy_venv)"
+    "$(envoy_venv)/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION.*"
+fi
 log "dependencies ready"

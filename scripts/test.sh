@@ -31,3 +31,6 @@ scripts/test-images.sh
 
 log "cargo test"
 cargo test --workspace --locked
+
+log "API against its OpenAPI document: schemathesis on a real boifi serve (scripts/test-api-schema.sh)"
+scripts/test-api-schema.sh

@@ -56,3 +56,17 @@ envoy_bin() {
     [ -x "$path" ] || return 1
     printf '%s\n' "$path"
 }
+
+# Print a free TCP port on 127.0.0.1.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_http URL WHAT: poll until URL answers 2xx, for at most 30 s.
+wait_http() {
+    local url="$1" what="$2" deadline=$((SECONDS + 30))
+    until curl -fs -o /dev/null --max-time 2 "$url"; do
+        [ "$SECONDS" -lt "$deadline" ] || die "$what did not answer $url within 30 s"
+        sleep 0.2
+    done
+}

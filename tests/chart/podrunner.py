@@ -15,8 +15,10 @@ No cluster can run here, so this takes a rendered Deployment and does kubelet's 
 - the rendered env ($(VAR) expanded, fieldRef metadata.name/namespace), command and args;
 - the pod gets its own network namespace (slirp4netns), like a pod: the rendered
   BOIFI_LISTEN_ADDR (0.0.0.0:<containerPort>) binds inside it, and every containerPort is
-  published on 127.0.0.1 only. The one rewrite: BOIFI_ETCD_ENDPOINTS (cluster DNS names) becomes
-  the test's real etcd on host loopback, which slirp4netns makes reachable as 10.0.2.2;
+  published on 127.0.0.1 only. The rewrites: BOIFI_ETCD_ENDPOINTS (cluster DNS names) becomes
+  the test's real etcd on host loopback, which slirp4netns makes reachable as 10.0.2.2, and
+  policy-api's BOIFI_BROADCASTERS (the broadcaster's headless Service) the broadcaster pod's
+  published port there;
 - ready means the rendered startupProbe, then the rendered readinessProbe (httpGet path and
   port, its timeoutSeconds) succeeded, polled every 0.2 s within the startupProbe's budget
   (initialDelaySeconds + periodSeconds * failureThreshold); a container that exits first fails;
@@ -28,7 +30,8 @@ it off), Services and DNS.
 The scenario run by scripts/test-images.sh (main): the pods of the chart rendered with default
 values (or --values) start and turn ready; the API refuses a request without a token, serves a
 reader's token, refuses a reader's write and creates a policy with a writer's token, the tokens
-taken from the rendered Secret; sse-broadcaster then serves that policy from the same etcd. A
+taken from the rendered Secret; sse-broadcaster then serves that policy from the same etcd, and
+the API's GET /v1/sidecars lists the broadcaster pod as the replica it gathered. A
 control run first starts policy-api from the pod spec of the chart before fsGroup (the same
 spec without it): it must fail to start with "Permission denied" on the tokens file.
 
@@ -155,7 +158,8 @@ class PodRun:
     """One pod (a single container) started from a rendered pod template."""
 
     def __init__(self, name: str, spec: dict[str, Any], rendered: Rendered, podman: Podman,
-                 images: dict[str, str], work: Path, etcd_endpoint: str) -> None:
+                 images: dict[str, str], work: Path, etcd_endpoint: str,
+                 rewrites: Optional[dict[str, str]] = None) -> None:
         if len(spec["containers"]) != 1 or spec.get("initContainers"):
             raise RunnerError(f"{name}: only pods with one container are supported")
         self.name = name
@@ -166,6 +170,7 @@ class PodRun:
         self.images = images
         self.work = work / name
         self.etcd_endpoint = etcd_endpoint
+        self.rewrites = rewrites or {}  # env variable -> the value that reaches the pod here
         self.ctr_name = f"boifi-podrunner-{name}-{os.getpid()}-{secrets.token_hex(3)}"
         self.ports: dict[str, int] = {}  # port name or number -> host port
         self.started = False
@@ -204,6 +209,10 @@ class PodRun:
             log(f"{self.name}: BOIFI_ETCD_ENDPOINTS {env['BOIFI_ETCD_ENDPOINTS']} -> {self.etcd_endpoint} "
                 "(the test's etcd on host loopback, through slirp4netns)")
             env["BOIFI_ETCD_ENDPOINTS"] = self.etcd_endpoint
+        for key, value in self.rewrites.items():
+            if key in env:
+                log(f"{self.name}: {key} {env[key]} -> {value}")
+                env[key] = value
         for key, value in env.items():
             if ".svc." in value:
                 raise RunnerError(f"{self.name}: env {key}={value} names a cluster DNS name")
@@ -392,8 +401,10 @@ class Runner:
         self.work = Path(tempfile.mkdtemp(prefix="boifi-podrunner-"))
         self.pods: list[PodRun] = []
 
-    def pod(self, name: str, spec: dict[str, Any]) -> PodRun:
-        pod = PodRun(name, spec, self.rendered, self.podman, self.images, self.work, self.etcd_endpoint)
+    def pod(self, name: str, spec: dict[str, Any],
+            rewrites: Optional[dict[str, str]] = None) -> PodRun:
+        pod = PodRun(name, spec, self.rendered, self.podman, self.images, self.work,
+                     self.etcd_endpoint, rewrites)
         self.pods.append(pod)
         return pod
 
@@ -448,10 +459,12 @@ def control_old_chart(rendered: Rendered, run: Runner) -> None:
 def scenario(rendered: Rendered, run: Runner) -> None:
     api_spec = pod_of(rendered, "policy-api")
     tokens = tokens_by_role(rendered, api_spec)
-    api = run.pod("policy-api", api_spec)
+    # The broadcaster first: policy-api gathers its sidecar table from its published port.
     broadcaster = run.pod("sse-broadcaster", pod_of(rendered, "sse-broadcaster"))
-    for pod in (api, broadcaster):
-        pod.start()
+    broadcaster.start()
+    replicas = f"http://{SLIRP_HOST_LOOPBACK}:{broadcaster.ports['http']}"
+    api = run.pod("policy-api", api_spec, {"BOIFI_BROADCASTERS": replicas})
+    api.start()
     for pod in (api, broadcaster):
         log(f"{pod.name}: ready {pod.wait_ready():.1f} s after its start (rendered startupProbe, "
             "then readinessProbe)")
@@ -479,6 +492,14 @@ def scenario(rendered: Rendered, run: Runner) -> None:
                               f"HTTP {status} {body[:300]}")
         time.sleep(POLL_S)
     log("sse-broadcaster: serves reviews-abort from the same etcd")
+
+    # policy-api gathers the broadcaster's sidecar table (no sidecar polls it here).
+    status, body = http("GET", api.url("http", "/v1/sidecars"), token=tokens["reader"])
+    expect("GET /v1/sidecars with the reader token", status, 200, body)
+    gathered = json.loads(body)
+    if len(gathered["replicas"]) != 1 or gathered["unreachable"]:
+        raise RunnerError(f"GET /v1/sidecars did not gather the broadcaster pod: {body[:500]}")
+    log(f"policy-api: GET /v1/sidecars gathered the table of {gathered['replicas'][0]['replica']}")
 
     for pod in (api, broadcaster):
         started = time.monotonic()

@@ -88,12 +88,34 @@ def test_broadcaster_stream_only_for_the_plugins_namespaces(meshed: dict[str, di
     assert not allowed(stream, Request("demo", "GET", "/v1/policies"))
 
 
+def test_only_policy_api_reads_the_broadcasters_sidecar_tables(meshed: dict[str, dict[str, Any]]) -> None:
+    stream = meshed["sse-broadcaster"]
+    # policy-api runs as the release's service account, in the release namespace.
+    assert allowed(stream, Request("boifi", "GET", "/v1/sidecars", "boifi"))
+    # Not a target namespace's sidecars, not another account of the release namespace.
+    for caller in (Request("demo", "GET", "/v1/sidecars"), Request("boifi", "GET", "/v1/sidecars"),
+                   Request("demo", "GET", "/v1/sidecars", "boifi"), Request(None, "GET", "/v1/sidecars")):
+        assert not allowed(stream, caller), caller
+    assert not allowed(stream, Request("boifi", "POST", "/v1/sidecars", "boifi"))
+    # The release's account gets nothing else it did not have.
+    assert not allowed(stream, Request("boifi", "GET", "/v1/config/stream", "boifi"))
+    # Another trust domain: the same namespace and account.
+    other = Request("boifi", "GET", "/v1/sidecars", "boifi")
+    principal = other.principal.replace("cluster.local", "prod.example.com")
+    (rule,) = [r for r in stream["spec"]["rules"] if "/v1/sidecars" in str(r)]
+    assert any(matches(p, principal) for p in rule["from"][0]["source"]["principals"])
+    # A named service account.
+    named = policies(render({"serviceAccount": {"name": "chaos-sa"}}))["sse-broadcaster"]
+    assert allowed(named, Request("boifi", "GET", "/v1/sidecars", "chaos-sa"))
+    assert not allowed(named, Request("boifi", "GET", "/v1/sidecars", "boifi"))
+
+
 def test_api_only_for_the_release_namespace_and_configured_callers() -> None:
     values = {"authorization": {"policyApi": {
         "namespaces": ["chaos"], "principals": ["cluster.local/ns/ci/sa/optimizer"]}}}
     api = policies(render(values))["policy-api"]
     for path, method in (("/v1/policies", "POST"), ("/v1/policies/reviews-abort", "DELETE"),
-                         ("/v1/halt", "POST"), ("/v1/policies", "GET")):
+                         ("/v1/halt", "POST"), ("/v1/policies", "GET"), ("/v1/sidecars", "GET")):
         assert allowed(api, Request("boifi", method, path)), path  # helm test, port-forwards
         assert allowed(api, Request("chaos", method, path)), path
         assert not allowed(api, Request("demo", method, path)), path
@@ -120,7 +142,7 @@ def test_extra_namespaces_may_read_the_stream() -> None:
     values = {"plugin": {"sha256": SHA, "targets": {"demo": {}}},
               "authorization": {"sseBroadcaster": {"extraNamespaces": ["canary", "demo"]}}}
     stream = policies(render(values))["sse-broadcaster"]
-    (rule,) = [r for r in stream["spec"]["rules"] if "from" in r]
+    (rule,) = [r for r in stream["spec"]["rules"] if "/v1/config/stream" in str(r.get("to"))]
     assert rule["from"][0]["source"]["namespaces"] == ["demo", "canary"]
 
 

@@ -182,6 +182,28 @@ def test_cluster_name_follows_release_namespace_and_port() -> None:
     assert service["spec"]["ports"][0]["name"] == "http"
 
 
+def test_policy_api_gathers_every_broadcaster_replica_through_the_headless_service() -> None:
+    r = render({}, name="chaos", namespace="faults")
+    headless = r.one("Service", "chaos-boifi-sse-broadcaster-headless")
+    ordinary = r.one("Service", "chaos-boifi-sse-broadcaster")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == ordinary["spec"]["selector"]
+    (port,) = headless["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"], port["appProtocol"]) == (
+        "http", 8081, "http", "http")
+    # The port policy-api dials is the one the broadcaster's container listens on.
+    broadcaster = container(r, "Deployment", "chaos-boifi-sse-broadcaster")
+    assert broadcaster["ports"][0]["containerPort"] == 8081
+    assert env_of(broadcaster)["BOIFI_LISTEN_ADDR"] == "0.0.0.0:8081"
+    api = env_of(container(r, "Deployment", "chaos-boifi-policy-api"))
+    assert api["BOIFI_BROADCASTERS"] == (
+        "http://chaos-boifi-sse-broadcaster-headless.faults.svc.cluster.local:8081")
+    # Whatever port the ordinary Service gets.
+    moved = render({"sseBroadcaster": {"service": {"port": 9000}}})
+    assert env_of(container(moved, "Deployment", "boifi-policy-api"))["BOIFI_BROADCASTERS"] == (
+        "http://boifi-sse-broadcaster-headless.boifi.svc.cluster.local:8081")
+
+
 def test_long_release_names_are_cut_to_dns_labels() -> None:
     r = render({}, name="a-very-long-release-name-that-goes-on-and-on-and-on")
     names = [o["metadata"]["name"] for o in r.objects]
@@ -196,12 +218,15 @@ def test_servicemonitor_scrapes_both_services() -> None:
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert sm["spec"]["endpoints"] == [
         {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}]
-    expr = sm["spec"]["selector"]["matchExpressions"][0]
+    component, headless = sm["spec"]["selector"]["matchExpressions"]
+    assert headless == {"key": "boifi.io/headless", "operator": "DoesNotExist"}
     for service in r.of_kind("Service"):
         labels = service["metadata"]["labels"]
-        selected = (labels["app.kubernetes.io/component"] in expr["values"]
+        selected = (labels["app.kubernetes.io/component"] in component["values"]
+                    and headless["key"] not in labels
                     and sm["spec"]["selector"]["matchLabels"].items() <= labels.items())
-        assert selected == (service["metadata"]["name"] != "boifi-etcd-headless")
+        # Each pod once: not through the headless Services.
+        assert selected == (service["metadata"]["name"] in ("boifi-policy-api", "boifi-sse-broadcaster"))
         if selected:
             assert service["spec"]["ports"][0]["name"] == "http"
 

@@ -16,10 +16,13 @@ from kubelet_files import volume_layout
 ETCD = "http://10.0.2.2:2379"
 
 
+BROADCASTERS = "http://10.0.2.2:18081"
+
+
 def runner_pod(component: str, tmp_path: Path, values: dict | None = None) -> PodRun:
     rendered = render(values or {})
     return PodRun(component, pod_of(rendered, component), rendered, Podman(["false"], None),
-                  {}, tmp_path, ETCD)
+                  {}, tmp_path, ETCD, {"BOIFI_BROADCASTERS": BROADCASTERS})
 
 
 def test_expand_follows_kubernetes() -> None:
@@ -36,12 +39,13 @@ def test_security_flags_come_from_the_rendered_container(tmp_path: Path) -> None
     assert loose.security_args() == ["--cap-drop", "NET_RAW", "--cap-add", "CHOWN"]
 
 
-def test_env_is_the_rendered_one_but_for_etcd(tmp_path: Path) -> None:
+def test_env_is_the_rendered_one_but_for_etcd_and_the_broadcasters(tmp_path: Path) -> None:
     pod = runner_pod("policy-api", tmp_path)
     rendered = {e["name"]: e["value"] for e in pod.container["env"]}
     env = pod.env()
-    assert env.pop("BOIFI_ETCD_ENDPOINTS") == ETCD
-    assert ".svc." in rendered.pop("BOIFI_ETCD_ENDPOINTS")
+    for key, value in (("BOIFI_ETCD_ENDPOINTS", ETCD), ("BOIFI_BROADCASTERS", BROADCASTERS)):
+        assert env.pop(key) == value
+        assert ".svc." in rendered.pop(key)
     assert env == rendered and env["BOIFI_LISTEN_ADDR"] == "0.0.0.0:8080"
     pod.container["env"].append({"name": "PEER", "value": "http://x.boifi.svc.cluster.local"})
     with pytest.raises(RunnerError, match="PEER=.*cluster DNS name"):

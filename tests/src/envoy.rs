@@ -507,18 +507,9 @@ impl Envoy {
             .ok_or_else(|| format!("no allocated in /memory: {body}"))
     }
 
-    /// CPU time Envoy's threads have used so far (from `/proc/<pid>/task/*/schedstat`, in ns).
+    /// CPU time Envoy's threads have used so far.
     pub fn cpu_time(&self) -> Option<Duration> {
-        let pid = self.pid()?;
-        let mut total_ns: u64 = 0;
-        for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-            // A thread may exit between listing and reading; it no longer counts.
-            let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
-                continue;
-            };
-            total_ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
-        }
-        Some(Duration::from_nanos(total_ns))
+        crate::process::cpu_time(self.pid()?)
     }
 }
 

@@ -11,7 +11,7 @@
 //!
 //! Everything but [`stream`] is ureq with the same rules: a 4xx or 5xx is a response to look
 //! at, not an error; redirects are returned, never followed; no proxy from the environment
-//! (everything is on loopback); a timeout on every call; bodies up to 4 MiB.
+//! (everything is on loopback); a timeout on every call; bodies up to 16 MiB.
 
 pub mod stream;
 
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 pub use stream::{request, Block, Response};
 
-/// Largest body read whole.
-const MAX_BODY: u64 = 4 * 1024 * 1024;
+/// Largest body read whole: a full page of `GET /v1/sidecars` (10,000 sidecars) is about 5 MB.
+const MAX_BODY: u64 = 16 * 1024 * 1024;
 
 /// A whole response, read by [`http_request`], [`KeepAliveClient`] or [`call`].
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::wait_until;
-pub use control::{BroadcasterProcess, ControlPlane, ControlPlaneKind, Written};
+pub use control::{BroadcasterProcess, Broadcasters, ControlPlane, ControlPlaneKind, Written};
 pub use scenario::{binomial_bound_999, run_scenarios, Scenario};
 pub use traffic::{Outcomes, Req, FAULT_HEADER};
 pub use workload::{Replica, Workload, WorkloadSpec};
@@ -47,6 +47,7 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct MeshBuilder {
     kind: ControlPlaneKind,
     api_port: Option<u16>,
+    broadcasters: Broadcasters,
     workloads: Vec<WorkloadSpec>,
     plugin_config: Option<String>,
 }
@@ -56,6 +57,7 @@ impl MeshBuilder {
         MeshBuilder {
             kind,
             api_port: None,
+            broadcasters: Broadcasters::default(),
             workloads: Vec::new(),
             plugin_config: None,
         }
@@ -63,6 +65,19 @@ impl MeshBuilder {
 
     pub fn workload(mut self, spec: WorkloadSpec) -> Self {
         self.workloads.push(spec);
+        self
+    }
+
+    /// Runs `n` broadcaster replicas on the same etcd (`Separate` only); a workload polls the
+    /// one its [`WorkloadSpec::broadcaster`] names.
+    pub fn broadcasters(mut self, n: usize) -> Self {
+        self.broadcasters.replicas = n;
+        self
+    }
+
+    /// A `BOIFI_*` variable for every broadcaster (or `boifi serve`).
+    pub fn broadcaster_env(mut self, key: &str, value: &str) -> Self {
+        self.broadcasters.env.push((key.into(), value.into()));
         self
     }
 
@@ -82,8 +97,18 @@ impl MeshBuilder {
     /// Starts the control plane, then every Envoy replica in parallel, and waits until every
     /// plugin VM holds the control plane's first snapshot.
     pub fn start(self) -> Result<Mesh, String> {
-        let control = ControlPlane::start(self.kind, self.api_port)?;
-        let stream_port = control.stream_addr().port();
+        let control = ControlPlane::start_with(self.kind, self.api_port, self.broadcasters)?;
+        let stream_ports: Vec<u16> = control.stream_addrs().iter().map(|a| a.port()).collect();
+        for spec in &self.workloads {
+            if spec.broadcaster >= stream_ports.len() {
+                return Err(format!(
+                    "workload {} polls broadcaster {}, but there are {}",
+                    spec.name,
+                    spec.broadcaster,
+                    stream_ports.len()
+                ));
+            }
+        }
         let jobs: Vec<(usize, usize)> = self
             .workloads
             .iter()
@@ -96,6 +121,7 @@ impl MeshBuilder {
                 .map(|&(w, r)| {
                     let spec = &self.workloads[w];
                     let plugin_config = self.plugin_config.as_deref();
+                    let stream_port = stream_ports[spec.broadcaster];
                     scope.spawn(move || Replica::start(spec, r, stream_port, plugin_config))
                 })
                 .collect();
@@ -156,6 +182,15 @@ impl Mesh {
     /// Every sidecar of every workload.
     pub fn replicas(&self) -> impl Iterator<Item = &Replica> {
         self.workloads.iter().flat_map(|w| w.replicas.iter())
+    }
+
+    /// The sidecar called `name` (`<workload>-<index>`), to stop it. Panics when there is none.
+    pub fn replica_mut(&mut self, name: &str) -> &mut Replica {
+        self.workloads
+            .iter_mut()
+            .flat_map(|w| w.replicas.iter_mut())
+            .find(|r| r.name() == name)
+            .unwrap_or_else(|| panic!("no replica {name:?} in this mesh"))
     }
 
     /// Writes a policy through the API.

@@ -1,6 +1,7 @@
 //! One child process of a fixture: stdout and stderr appended to a log file, readiness polled
 //! with a deadline while watching for an early exit, stopped by PID (a Rust `Child` is not
-//! killed when dropped), and its log printed when a test fails.
+//! killed when dropped), and its log printed when a test fails. Also what benchmarks read of
+//! any process: [`cpu_time`] and [`resident_bytes`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -156,6 +157,35 @@ impl std::fmt::Debug for Process {
             .field("pid", &self.pid())
             .finish()
     }
+}
+
+/// CPU time the threads of process `pid` have used so far (from
+/// `/proc/<pid>/task/*/schedstat`, which counts in ns); `None` when it cannot be read.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut total_ns: u64 = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        // A thread may exit between listing and reading; it no longer counts.
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total_ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total_ns))
+}
+
+/// The resident set of process `pid` (`VmRSS`), in bytes.
+pub fn resident_bytes(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| format!("no VmRSS for {pid}"))
 }
 
 /// The last [`LOG_TAIL_BYTES`] of the file at `path`, or why it could not be read.

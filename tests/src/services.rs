@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use boifi_policy_api::{AppState, Auth};
 use boifi_sse_broadcaster::{Broadcaster, Clock, Settings, SystemClock};
-use boifi_store::{open_store, PolicyStore, StoreSettings};
+use boifi_store::{open_store, AuditRetention, PolicyStore, StoreSettings};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
@@ -84,6 +84,7 @@ impl Services {
             etcd_endpoints: Vec::new(),
             etcd_prefix: String::new(),
             data_dir: dir.path().to_path_buf(),
+            audit_retention: AuditRetention::default(),
         };
         Self::start(store_settings, Some(dir), settings, clock)
     }
@@ -94,6 +95,7 @@ impl Services {
             etcd_endpoints: vec![endpoint.to_owned()],
             etcd_prefix: format!("/boifi-test-{}/", std::process::id()),
             data_dir: PathBuf::new(),
+            audit_retention: AuditRetention::default(),
         };
         Self::start(store_settings, None, settings, None)
     }
@@ -183,6 +185,11 @@ impl Services {
 
     pub fn api(&self) -> SocketAddr {
         self.api.as_ref().expect("api running").addr
+    }
+
+    /// The running broadcaster itself, for in-process readers (as `boifi serve`'s policy-api).
+    pub fn broadcaster_handle(&self) -> &Broadcaster {
+        &self.broadcaster.as_ref().expect("broadcaster running").1
     }
 
     pub fn broadcaster(&self) -> SocketAddr {

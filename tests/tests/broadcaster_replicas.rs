@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use boifi_tests::http::{call, request, Block, Response};
-use boifi_tests::mesh::{BroadcasterProcess, ControlPlane, ControlPlaneKind};
+use boifi_tests::mesh::{Broadcasters, ControlPlane, ControlPlaneKind};
 use boifi_tests::wait_until;
 use serde_json::{json, Value};
 
@@ -62,10 +62,14 @@ fn next(stream: &mut Response) -> Block {
 
 #[test]
 fn a_client_resumes_on_another_replica_without_gap_or_duplicate() {
-    let plane = ControlPlane::start(ControlPlaneKind::Separate, None).unwrap();
-    let etcd = plane.etcd_endpoint().unwrap();
-    let first = plane.stream_addr();
-    let second = BroadcasterProcess::start(&etcd, None, &[]).unwrap();
+    let two = Broadcasters {
+        replicas: 2,
+        ..Broadcasters::default()
+    };
+    let plane = ControlPlane::start_with(ControlPlaneKind::Separate, None, two).unwrap();
+    let [first, second] = plane.stream_addrs()[..] else {
+        panic!("two broadcaster replicas");
+    };
 
     // On the first replica, a stream client is current at r1.
     let r1 = put(&plane, "a", "reviews");
@@ -80,10 +84,10 @@ fn a_client_resumes_on_another_replica_without_gap_or_duplicate() {
     let r3 = put(&plane, "c", "ratings");
     assert!(plane.delete_policy("a").unwrap());
     let r4 = put(&plane, "marker", "details");
-    wait_at(second.addr(), r4);
+    wait_at(second, r4);
 
     // On the second replica, with the first one's id: exactly what it missed.
-    let mut resumed = open(second.addr(), Some(r1));
+    let mut resumed = open(second, Some(r1));
     let b = next(&mut resumed);
     assert_eq!(b.summary(), ("policy".into(), r2, "b".into()));
     let deleted = next(&mut resumed);
@@ -103,15 +107,15 @@ fn a_client_resumes_on_another_replica_without_gap_or_duplicate() {
     // until its wait ends, then told it is current at the latest revision.
     wait_at(first, r5);
     let query = format!("/v1/config/stream?mode=poll&wait_ms=300&revision={r5}&{FILTER}");
-    let (status, body) = call(second.addr(), "GET", &query, None, deadline()).unwrap();
+    let (status, body) = call(second, "GET", &query, None, deadline()).unwrap();
     assert_eq!(
         (status, body.as_str()),
         (200, format!(": timeout\nid: {r5}\n\n").as_str())
     );
     // And answered by the second replica when a change concerns it.
     let r6 = put(&plane, "e", "reviews");
-    wait_at(second.addr(), r6);
-    let (status, body) = call(second.addr(), "GET", &query, None, deadline()).unwrap();
+    wait_at(second, r6);
+    let (status, body) = call(second, "GET", &query, None, deadline()).unwrap();
     assert_eq!(status, 200);
     assert!(
         body.starts_with(&format!("id: {r6}\nevent: snapshot\n")),

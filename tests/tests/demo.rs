@@ -1,6 +1,7 @@
 //! The README's local demo (`boifi-demo`, which `scripts/run-local.sh` runs) works end to end:
-//! run with `--once` on a free port, it must show the example fault injected into real
-//! traffic and every other request untouched.
+//! run with `--once` on a free port, it must apply the example policies with the `boifi` CLI,
+//! show the example fault injected into real traffic and every other request untouched, and
+//! say how to go on with the CLI.
 
 use std::process::Command;
 use std::time::Duration;
@@ -88,9 +89,28 @@ fn demo_shows_the_example_fault_injected_and_everything_else_untouched() {
         .unwrap_or_else(|| panic!("count in {caller:?}"));
     assert!(caller.contains("of 100 calls failed"), "{caller}");
     assert!((34..=66).contains(&failed), "{caller}");
-    assert!(output.contains("curl -s http://127.0.0.1:"), "{output}");
+    // The policies went in through the CLI, as the README tells users to do.
+    for line in [
+        "$ boifi apply -f docs/examples/reviews-abort.yaml -f docs/examples/ratings-delay.yaml\n",
+        "   policy/reviews-abort created\n",
+        "   policy/ratings-delay created\n",
+        "   $ boifi get\n",
+    ] {
+        assert!(output.contains(line), "{line:?}:\n{output}");
+    }
+    let table = output
+        .lines()
+        .find(|l| l.trim_start().starts_with("NAME "))
+        .unwrap_or_else(|| panic!("get's table:\n{output}"));
     assert!(
-        output.contains("curl -N 'http://127.0.0.1:") && output.contains("/v1/config/stream?"),
-        "the stream to watch:\n{output}"
+        table.contains("SELECTOR") && table.contains("EXPIRY"),
+        "{table}"
     );
+    // How to go on with the CLI: where the binary is, which server, what to type.
+    assert!(output.contains("export PATH=\""), "{output}");
+    assert!(
+        output.contains("export BOIFI_SERVER=http://127.0.0.1:"),
+        "{output}"
+    );
+    assert!(output.contains("   boifi halt --reason"), "{output}");
 }

@@ -43,6 +43,9 @@ never collapse into one name.
 {{- define "boifi.sseBroadcaster.fullname" -}}
 {{- include "boifi.componentName" (list . "sse-broadcaster") }}
 {{- end }}
+{{- define "boifi.sseBroadcaster.headlessName" -}}
+{{- include "boifi.componentName" (list . "sse-broadcaster-headless") }}
+{{- end }}
 {{- define "boifi.etcd.fullname" -}}
 {{- include "boifi.componentName" (list . "etcd") }}
 {{- end }}
@@ -133,6 +136,13 @@ The sse-broadcaster's Service FQDN, and the Istio cluster name sidecars reach it
 */}}
 {{- define "boifi.sseBroadcaster.fqdn" -}}
 {{- printf "%s.%s.svc.%s" (include "boifi.sseBroadcaster.fullname" .) .Release.Namespace .Values.clusterDomain }}
+{{- end }}
+{{/*
+BOIFI_BROADCASTERS of policy-api: the headless Service, which resolves to every ready
+broadcaster replica, on the port the container listens on (policy-api connects to the pods).
+*/}}
+{{- define "boifi.sseBroadcaster.replicasUrl" -}}
+{{- printf "http://%s.%s.svc.%s:8081" (include "boifi.sseBroadcaster.headlessName" .) .Release.Namespace .Values.clusterDomain }}
 {{- end }}
 {{- define "boifi.sseBroadcaster.istioCluster" -}}
 {{- printf "outbound|%d||%s" (int .Values.sseBroadcaster.service.port) (include "boifi.sseBroadcaster.fqdn" .) }}

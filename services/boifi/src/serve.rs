@@ -1,8 +1,10 @@
 //! `boifi serve`: both route sets of the contract in one process.
 //!
-//! policy-api contributes every one of its routes, including `/v1/health`, `/v1/ready` and
-//! `/metrics`; the broadcaster contributes only `/v1/config/stream` and registers its metrics in
-//! policy-api's registry, so one `/metrics` shows both.
+//! policy-api contributes every one of its routes, including `/v1/health`, `/v1/ready`,
+//! `/metrics` and `/v1/sidecars`; the broadcaster contributes only `/v1/config/stream` and
+//! registers its metrics in policy-api's registry, so one `/metrics` shows both. policy-api's
+//! sidecar status reads the broadcaster's sidecar table in process ([`InProcess`]), not over
+//! HTTP.
 
 use std::future::Future;
 use std::io;
@@ -10,6 +12,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use boifi_policy::wire::{SidecarsPage, SidecarsQuery, UnreachableReplica};
+use boifi_policy_api::sidecars::SidecarSource;
 use boifi_policy_api::{AppState, Auth, AuthConfig};
 use boifi_runtime::EnvError;
 use boifi_sse_broadcaster::{configure_stream, Broadcaster, Settings, SystemClock};
@@ -31,6 +35,9 @@ pub struct ServeConfig {
     pub auth_off_by_default: bool,
     /// The broadcaster's tunables (`BOIFI_STREAM_*`, `BOIFI_POLL_*`, `BOIFI_MAX_CLIENTS`).
     pub stream: Settings,
+    /// `BOIFI_BROADCASTERS` was given: it is ignored (the caller warns), since sidecar status
+    /// comes from the broadcaster in this process.
+    pub broadcasters_ignored: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +86,7 @@ impl ServeConfig {
             auth: api.auth,
             auth_off_by_default,
             stream: stream.settings,
+            broadcasters_ignored: !api.broadcasters.is_empty(),
         })
     }
 }
@@ -102,11 +110,28 @@ impl Serve {
             config.stream.clone(),
             api.metrics.registry().clone(),
         )?;
+        let api = api.with_sidecars(Arc::new(InProcess(broadcaster.clone())));
         Ok(Serve { api, broadcaster })
     }
 
     pub fn store_kind(&self) -> &'static str {
         self.api.store.kind()
+    }
+}
+
+/// The broadcaster of this process as policy-api's only replica.
+struct InProcess(Broadcaster);
+
+/// The address of [`InProcess`] in `GET /v1/sidecars` answers.
+pub const IN_PROCESS: &str = "in-process";
+
+impl SidecarSource for InProcess {
+    fn replicas(&self) -> Vec<Result<String, UnreachableReplica>> {
+        vec![Ok(IN_PROCESS.to_owned())]
+    }
+
+    fn page(&self, _address: &str, query: &SidecarsQuery) -> Result<SidecarsPage, String> {
+        self.0.sidecars(query).map_err(|e| e.to_string())
     }
 }
 
@@ -133,6 +158,12 @@ pub async fn run(
 /// until SIGTERM or Ctrl-C.
 pub async fn serve_from_env() -> Result<(), Box<dyn std::error::Error>> {
     let config = ServeConfig::from_vars(boifi_runtime::env::process_vars())?;
+    if config.broadcasters_ignored {
+        log::warn!(
+            "BOIFI_BROADCASTERS is ignored by boifi serve: sidecar status comes from its own \
+             broadcaster"
+        );
+    }
     if config.auth_off_by_default {
         log::warn!(
             "serving WITHOUT authentication (set BOIFI_TOKENS_FILE to require tokens); \

@@ -4,16 +4,15 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use boifi::serve::{self, Serve, ServeConfig};
 use boifi_policy_api::AuthConfig;
 use boifi_tests::free_port;
 use boifi_tests::http::{self, ready};
-use boifi_tests::process::Process;
 use serde_json::{json, Value};
+
+mod support;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -180,24 +179,12 @@ fn open_stream(addr: SocketAddr) -> TcpStream {
     stream
 }
 
-/// `boifi serve` as the real binary on `port`, its data and log in `dir`.
-fn start_binary(dir: &Path, port: u16) -> Process {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_boifi"));
-    command
-        .arg("serve")
-        .env_clear()
-        .env("BOIFI_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("BOIFI_DATA_DIR", dir.join("data"))
-        .env("RUST_LOG", "info");
-    Process::spawn("boifi serve", &mut command, &dir.join("boifi.log")).expect("spawn")
-}
-
 #[test]
 fn the_binary_serves_locally_warns_about_auth_and_exits_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut boifi = start_binary(dir.path(), port);
+    let mut boifi = support::start_serve(dir.path(), port, &[]);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     boifi
         .wait_ready(DEADLINE, || ready(addr))

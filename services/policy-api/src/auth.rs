@@ -270,7 +270,9 @@ fn authorize(req: &HttpRequest, role: Role) -> Result<Principal, ApiError> {
 #[derive(Debug)]
 pub struct Reader(pub Principal);
 
-/// Extractor: a token with the `writer` role.
+/// Extractor: a token with the `writer` role, on a request that may write at all: same-origin
+/// and with a JSON or YAML body ([`crate::write_guard`], checked first, with auth on or off).
+/// Every write handler takes one, so no write escapes those checks.
 #[derive(Debug)]
 pub struct Writer(pub Principal);
 
@@ -288,7 +290,11 @@ impl FromRequest for Writer {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authorize(req, Role::Writer).map(Writer))
+        ready(
+            crate::write_guard::check(req)
+                .and_then(|()| authorize(req, Role::Writer))
+                .map(Writer),
+        )
     }
 }
 

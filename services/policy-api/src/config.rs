@@ -9,6 +9,9 @@
 //! | `BOIFI_DATA_DIR` | `./boifi-data` | directory of the embedded store |
 //! | `BOIFI_TOKENS_FILE` | unset | API tokens, one `<name> <role> <token>` per line |
 //! | `BOIFI_AUTH_DISABLED` | `false` | `true` serves without tokens (local use only) |
+//! | `BOIFI_BROADCASTERS` | unset | comma list of sse-broadcaster URLs (`http://host:port`) whose sidecar tables sidecar status gathers; each host resolved to all its addresses (the chart: the broadcaster's headless Service). Unset: no sidecar status |
+//! | `BOIFI_AUDIT_MAX_ENTRIES` | `10000` | audit entries kept (1 to 10,000,000) |
+//! | `BOIFI_AUDIT_MAX_AGE` | `30d` | audit entries older than this go (1 s to 10 years) |
 //!
 //! Surrounding whitespace is ignored and a blank value counts as unset, as for every BOIFI
 //! variable ([`boifi_runtime::env`]).
@@ -20,6 +23,8 @@ use boifi_runtime::{EnvError, InvalidVar};
 use boifi_store::StoreSettings;
 use serde::Deserialize;
 
+use crate::sidecars::{parse_broadcasters, BroadcasterUrl};
+
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
 pub use boifi_store::DEFAULT_DATA_DIR;
 
@@ -29,6 +34,8 @@ pub struct Config {
     pub listen_addr: String,
     pub store: StoreSettings,
     pub auth: AuthConfig,
+    /// `BOIFI_BROADCASTERS`; empty when unset.
+    pub broadcasters: Vec<BroadcasterUrl>,
 }
 
 /// Where API tokens come from. There is no third option: the service never starts open by
@@ -63,6 +70,7 @@ struct RawConfig {
     server: ServerVars,
     tokens_file: Option<String>,
     auth_disabled: Option<String>,
+    broadcasters: Option<String>,
 }
 
 impl Config {
@@ -93,10 +101,19 @@ impl Config {
             (None, false) => return Err(ConfigError::NoTokens),
         };
 
+        let broadcasters = match raw.broadcasters.as_deref() {
+            None => Vec::new(),
+            Some(text) => parse_broadcasters(text).map_err(|reason| InvalidVar {
+                var: "BOIFI_BROADCASTERS",
+                reason,
+            })?,
+        };
+
         Ok(Config {
             listen_addr: server.listen_addr,
             store: server.store,
             auth,
+            broadcasters,
         })
     }
 }

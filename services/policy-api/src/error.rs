@@ -9,6 +9,7 @@ use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadEr
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use boifi_policy::wire::FieldProblem;
 use boifi_policy::{FieldError, ValidationErrors};
 pub use boifi_runtime::ErrorBody;
 use boifi_store::{Revision, StoreError};
@@ -38,18 +39,31 @@ pub enum ApiError {
         role: &'static str,
         action: &'static str,
     },
+    /// A write from a browser page of another origin (or an `Origin` that cannot be checked).
+    #[error("{0}")]
+    CrossOrigin(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("method not allowed on this route")]
-    MethodNotAllowed,
+    /// `allow`: the methods the route serves, for the `Allow` header.
+    #[error("method not allowed on this route; it serves {allow}")]
+    MethodNotAllowed { allow: &'static str },
     /// A precondition (`If-Match`, `If-None-Match`) did not hold.
     #[error("{}", conflict_message(*.current))]
     Conflict { current: Option<Revision> },
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     PayloadTooLarge,
+    /// A write whose body is not JSON or YAML.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The store did not answer; the cause is logged.
     #[error("the policy store is unavailable")]
     Unavailable(String),
+    /// Sidecar status was asked of a server that has no source for it.
+    #[error(
+        "sidecar status is not available: this policy-api was started without \
+         BOIFI_BROADCASTERS (the sse-broadcaster URLs whose sidecar tables it gathers)"
+    )]
+    NoSidecarSource,
     /// A bug or damaged data; the cause is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -65,9 +79,28 @@ fn conflict_message(current: Option<Revision>) -> String {
 impl ApiError {
     /// A 400 that lists every problem of a policy.
     pub fn invalid_policy(errors: ValidationErrors) -> Self {
+        ApiError::invalid_body("policy", errors)
+    }
+
+    /// A 400 that lists every problem of a request body (`what`: "policy", "halt request").
+    pub fn invalid_body(what: &str, errors: ValidationErrors) -> Self {
         ApiError::Invalid {
-            message: format!("the policy has {} problem(s)", errors.errors.len()),
+            message: format!("the {what} has {} problem(s)", errors.errors.len()),
             details: errors.errors,
+        }
+    }
+
+    /// A 400 naming the query parameters that could not be used.
+    pub fn invalid_query(problems: Vec<FieldProblem>) -> Self {
+        ApiError::Invalid {
+            message: "invalid query parameters".to_owned(),
+            details: problems
+                .into_iter()
+                .map(|p| FieldError {
+                    field: p.field.to_owned(),
+                    message: p.message,
+                })
+                .collect(),
         }
     }
 
@@ -88,11 +121,14 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::Forbidden { .. } => "forbidden",
+            ApiError::CrossOrigin(_) => "cross_origin",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::NoSidecarSource => "sidecars_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -111,12 +147,13 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Invalid { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) | ApiError::NoSidecarSource => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -128,16 +165,23 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut res = self.body().respond(self.status_code());
-        if let ApiError::Unauthorized { invalid_token, .. } = self {
-            let challenge = if *invalid_token {
-                r#"Bearer realm="boifi", error="invalid_token""#
-            } else {
-                r#"Bearer realm="boifi""#
-            };
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+        match self {
+            ApiError::Unauthorized { invalid_token, .. } => {
+                let challenge = if *invalid_token {
+                    r#"Bearer realm="boifi", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="boifi""#
+                };
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                res.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
         }
         res
     }
@@ -202,9 +246,10 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!("no route for {}", req.path())))
 }
 
-/// Default service of each resource: a known path with a method it does not serve.
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// Default service of a resource serving `allow` (e.g. `"GET, POST"`): a known path with a
+/// method it does not serve.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) })
 }
 
 #[cfg(test)]
@@ -249,6 +294,13 @@ mod tests {
         .error_response();
         let challenge = res.headers().get(header::WWW_AUTHENTICATE).unwrap();
         assert!(challenge.to_str().unwrap().starts_with("Bearer"));
+    }
+
+    #[actix_web::test]
+    async fn method_not_allowed_names_the_methods_in_allow() {
+        let res = ApiError::MethodNotAllowed { allow: "GET, POST" }.error_response();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(res.headers().get(header::ALLOW).unwrap(), "GET, POST");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! `boifi_policy_api::config`); logs go to stderr (`RUST_LOG`, default `info`).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use boifi_policy_api::sidecars::Broadcasters;
 use boifi_policy_api::{server, AppState, Auth, Config};
 
 #[actix_web::main]
@@ -18,7 +20,10 @@ async fn start() -> Result<(), Box<dyn std::error::Error>> {
     let listener = boifi_runtime::bind(&config.listen_addr)?;
     let addr = listener.local_addr()?;
     log::info!("listening on http://{addr} ({} store)", store.kind());
-    let state = AppState::new(store, auth)?;
+    let mut state = AppState::new(store, auth)?;
+    if !config.broadcasters.is_empty() {
+        state = state.with_sidecars(Arc::new(Broadcasters::new(config.broadcasters)));
+    }
     server::run(listener, state, boifi_runtime::shutdown_signal()).await?;
     Ok(())
 }

@@ -16,7 +16,10 @@ use crate::{metrics, routes, ApiError};
         title = "BOIFI policy-api",
         description = "Create, list and delete fault-injection policies for BOIFI's Envoy plugin. \
             Send `Authorization: Bearer <token>`; `reader` tokens may GET, `writer` tokens may \
-            do everything. Errors have the body `{\"error\", \"message\", \"details\"}`."
+            do everything. Errors have the body `{\"error\", \"message\", \"details\"}`. \
+            Writes take JSON or YAML bodies (`application/json`, `application/yaml`; 415 \
+            otherwise) and are refused (403 `cross_origin`) when their `Origin` is not this \
+            server's own. A method a path does not serve is 405 with `Allow`."
     ),
     paths(
         routes::health::health,
@@ -31,12 +34,16 @@ use crate::{metrics, routes, ApiError};
         routes::halt::get_halt,
         routes::halt::set_halt,
         routes::halt::clear_halt,
+        routes::sidecars::list_sidecars,
+        routes::audit::list_audit,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerToken),
+    modifiers(&BearerToken, &HeadersNotNullable),
     tags(
         (name = "policies", description = "Fault-injection policies"),
         (name = "halt", description = "Global kill switch"),
+        (name = "sidecars", description = "Which sidecars enforce which revision, and the faults they injected"),
+        (name = "audit", description = "Who changed what, when and why"),
         (name = "health", description = "Probes, metrics and this document (no token)"),
     )
 )]
@@ -51,6 +58,46 @@ impl Modify for BearerToken {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// utoipa makes an optional (`Option`) header parameter nullable too, which HTTP cannot say:
+/// a client following the document would send the text `null`. An optional header is one that
+/// is left out, so the `null` is removed from every header parameter's type.
+struct HeadersNotNullable;
+
+impl Modify for HeadersNotNullable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{SchemaType, Type};
+        use utoipa::openapi::{RefOr, Schema};
+
+        let operations = openapi.paths.paths.values_mut().flat_map(|item| {
+            [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+        });
+        for operation in operations.flatten() {
+            let headers = operation
+                .parameters
+                .iter_mut()
+                .flatten()
+                .filter(|p| p.parameter_in == ParameterIn::Header);
+            for header in headers {
+                if let Some(RefOr::T(Schema::Object(object))) = &mut header.schema {
+                    if let SchemaType::Array(types) = &object.schema_type {
+                        let mut kept = types.iter().filter(|t| **t != Type::Null);
+                        if let (Some(only), None) = (kept.next(), kept.next()) {
+                            object.schema_type = SchemaType::Type(only.clone());
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use boifi_store::{Clock, PolicyStore, SystemClock};
 
+use crate::sidecars::{SidecarSource, Sidecars};
 use crate::{ApiMetrics, Auth};
 
 #[derive(Clone)]
@@ -14,6 +15,9 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<ApiMetrics>,
+    /// The broadcasters' sidecar tables; `None` when the server has no source for them
+    /// (policy-api without `BOIFI_BROADCASTERS`).
+    pub sidecars: Option<Arc<Sidecars>>,
 }
 
 impl AppState {
@@ -24,7 +28,14 @@ impl AppState {
             clock: Arc::new(SystemClock),
             auth: Arc::new(auth),
             metrics: Arc::new(ApiMetrics::new()?),
+            sidecars: None,
         })
+    }
+
+    /// Answers sidecar status from `source` (cached for [`crate::sidecars::MAX_AGE`]).
+    pub fn with_sidecars(mut self, source: Arc<dyn SidecarSource>) -> Self {
+        self.sidecars = Some(Arc::new(Sidecars::new(source)));
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

@@ -21,6 +21,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/policies", &["get", "post"]),
     ("/v1/policies/{name}", &["get", "put", "delete"]),
     ("/v1/halt", &["get", "post", "delete"]),
+    ("/v1/sidecars", &["get"]),
+    ("/v1/audit", &["get"]),
 ];
 
 #[actix_web::test]
@@ -207,6 +209,14 @@ async fn a_bad_policy_gets_one_400_listing_every_problem() {
     )
     .await;
     assert_eq!(list.body["policies"], json!([]));
+    let audit = send(
+        &app,
+        TestRequest::get()
+            .uri("/v1/audit")
+            .insert_header(bearer(READER)),
+    )
+    .await;
+    assert_eq!(audit.body, json!({ "entries": [] }), "no write, no entry");
 }
 
 #[actix_web::test]
@@ -260,6 +270,7 @@ async fn missing_and_unknown_tokens_are_401_and_readers_may_not_write() {
             ),
             ("GET one", TestRequest::get().uri("/v1/policies/x"), false),
             ("GET /v1/halt", TestRequest::get().uri("/v1/halt"), false),
+            ("GET /v1/audit", TestRequest::get().uri("/v1/audit"), false),
             (
                 "POST /v1/policies",
                 TestRequest::post().uri("/v1/policies").set_json(&valid),
@@ -331,6 +342,14 @@ async fn missing_and_unknown_tokens_are_401_and_readers_may_not_write() {
     )
     .await;
     assert_eq!(list.body["policies"], json!([]));
+    let audit = send(
+        &app,
+        TestRequest::get()
+            .uri("/v1/audit")
+            .insert_header(bearer(READER)),
+    )
+    .await;
+    assert_eq!(audit.body, json!({ "entries": [] }), "no write, no entry");
 }
 
 #[actix_web::test]
@@ -382,19 +401,35 @@ async fn ready_is_503_when_the_store_is_unreachable() {
 }
 
 #[actix_web::test]
-async fn unknown_paths_and_methods_get_json_404_and_405() {
+async fn unknown_paths_and_methods_get_json_404_and_405_with_allow() {
     let (app, _, _dir) = embedded_app().await;
     send(&app, TestRequest::get().uri("/v2/nothing"))
         .await
         .assert_error(404, "not_found");
-    send(
-        &app,
-        TestRequest::patch()
-            .uri("/v1/policies/x")
-            .insert_header(bearer(WRITER)),
-    )
-    .await
-    .assert_error(405, "method_not_allowed");
+    for (path, methods) in ROUTES {
+        let uri = path.replace("{name}", "p");
+        let allow = methods
+            .iter()
+            .map(|m| m.to_uppercase())
+            .collect::<Vec<_>>()
+            .join(", ");
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"] {
+            if methods.contains(&method.to_lowercase().as_str()) {
+                continue;
+            }
+            let req = TestRequest::default()
+                .method(method.parse().unwrap())
+                .uri(&uri)
+                .insert_header(bearer(WRITER));
+            let reply = send(&app, req).await;
+            reply.assert_error(405, "method_not_allowed");
+            assert_eq!(
+                reply.header(header::ALLOW),
+                Some(allow.as_str()),
+                "{method} {uri}"
+            );
+        }
+    }
 }
 
 #[actix_web::test]
@@ -665,6 +700,8 @@ async fn openapi_document_lists_every_route() {
         "FieldError",
         "PolicyList",
         "HaltState",
+        "AuditList",
+        "AuditRecord",
     ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::test::TestRequest;
-use boifi_store::{open_store, EmbeddedStore, PolicyStore, StoreSettings};
+use boifi_store::{open_store, AuditRetention, EmbeddedStore, PolicyStore, StoreSettings};
 use boifi_tests::{wait_until_async, EtcdServer};
 use common::*;
 use serde_json::Value;
@@ -82,6 +82,7 @@ fn etcd_settings(etcd: &EtcdServer) -> StoreSettings {
         etcd_endpoints: vec![etcd.endpoint()],
         etcd_prefix: "/boifi-test/".into(),
         data_dir: "unused".into(),
+        audit_retention: AuditRetention::default(),
     }
 }
 

@@ -20,6 +20,9 @@
 //! - [`grpc`]: gRPC status names and the HTTP/gRPC status mappings of `abort`.
 //! - [`limits`]: every bound [`compile`] and [`parse_policy`] enforce.
 //! - [`status`]: the read-only `status` the server stamps on write and refreshes on read.
+//! - [`yaml`] (feature `yaml`): YAML policies, one per API request or a stream of them for
+//!   the CLI ([`yaml::parse_yaml_stream`]), read into JSON so they get the same checks and
+//!   field paths.
 //! - [`wire`]: the sse-broadcaster's stream contract for both ends: snapshot and event data,
 //!   SSE framing, the stream query (encode and parse) and the expiry rule ([`wire::rule_active`]).
 //!
@@ -39,6 +42,8 @@ pub mod types;
 mod valid;
 mod validate;
 pub mod wire;
+#[cfg(feature = "yaml")]
+pub mod yaml;
 
 pub use error::{FieldError, ValidationErrors};
 pub use matching::{
@@ -48,4 +53,4 @@ pub use matching::{
 pub use parse::parse_policy;
 pub use types::*;
 pub use valid::{Format, ValidPolicy};
-pub use validate::compile;
+pub use validate::{check_dns_label, compile};

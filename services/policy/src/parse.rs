@@ -40,17 +40,10 @@ pub fn parse_policy(json: &[u8]) -> Result<Policy, ValidationErrors> {
 /// the caller can still check the values and report both kinds of problem in one answer).
 /// `None` when the text is not a well-typed policy; the errors then say why.
 pub(crate) fn parse_json(json: &[u8]) -> (Option<Policy>, ValidationErrors) {
-    let mut errors = ValidationErrors::default();
-    if json.len() > MAX_POLICY_BYTES {
-        errors.push(
-            "",
-            format!(
-                "policy is {} bytes, at most {MAX_POLICY_BYTES} allowed",
-                json.len()
-            ),
-        );
+    if let Some(errors) = too_large(json.len()) {
         return (None, errors);
     }
+    let mut errors = ValidationErrors::default();
 
     // serde would also build a struct from a JSON array, by position; a policy is an object.
     let first = json.iter().find(|b| !b.is_ascii_whitespace());
@@ -99,6 +92,19 @@ pub(crate) fn parse_json(json: &[u8]) -> (Option<Policy>, ValidationErrors) {
             (None, errors)
         }
     }
+}
+
+/// The size check of a policy document of `len` bytes, whatever its format.
+pub(crate) fn too_large(len: usize) -> Option<ValidationErrors> {
+    if len <= MAX_POLICY_BYTES {
+        return None;
+    }
+    let mut errors = ValidationErrors::default();
+    errors.push(
+        "",
+        format!("policy is {len} bytes, at most {MAX_POLICY_BYTES} allowed"),
+    );
+    Some(errors)
 }
 
 /// `a.b[0].c` from serde_ignored's linked path.

@@ -37,6 +37,8 @@ pub fn stamp(policy: &mut Policy, now_ms: u64, created_at_ms: Option<u64>) {
         created_at: rfc3339(created_at_ms),
         updated_at: rfc3339(now_ms),
         rules,
+        enforcement: None,
+        injected: None,
     });
 }
 

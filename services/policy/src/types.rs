@@ -9,15 +9,19 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::wire::FaultCounts;
+
 /// A fault-injection policy: which workloads (`spec.selector`) and which of their requests
 /// (`spec.rules[].match`) get which fault (`spec.rules[].fault`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = policy_example))]
 pub struct Policy {
     pub metadata: Metadata,
     pub spec: PolicySpec,
     /// Read-only, filled in by the server. Clients may send it back; it is ignored on input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(read_only))]
     pub status: Option<PolicyStatus>,
 }
 
@@ -26,8 +30,17 @@ pub struct Policy {
 pub struct Metadata {
     /// DNS label: 1-63 characters, lower-case letters, digits and `-`, starting and ending
     /// with a letter or digit.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 63,
+            pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+        )
+    )]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub version: Option<String>,
 }
 
@@ -37,6 +50,7 @@ pub struct PolicySpec {
     #[serde(default)]
     pub selector: Selector,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64))]
     pub rules: Vec<Rule>,
     /// How each rule's `percentage` is drawn. Default `request`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,6 +207,37 @@ pub struct PolicyStatus {
     /// One entry per rule, in rule order.
     #[serde(default)]
     pub rules: Vec<RuleStatus>,
+    /// Which live sidecars the policy selects and how many enforce this revision. Reads only,
+    /// and only on a server that gathers the sidecar tables (`docs/sidecar-status.md`).
+    /// Read back (deserialized) only with the feature `sidecar-status`: the plugin never needs
+    /// it, and reading these two fields would cost its module 6 KB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(not(feature = "sidecar-status"), serde(skip_deserializing))]
+    pub enforcement: Option<Enforcement>,
+    /// Faults injected under this policy's name, summed over the live sidecars (each counts
+    /// since its Envoy started). Reads only, like `enforcement`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(not(feature = "sidecar-status"), serde(skip_deserializing))]
+    pub injected: Option<FaultCounts>,
+}
+
+/// How far a policy's revision has reached the sidecars it selects (`status.enforcement`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Enforcement {
+    /// Live sidecars whose identity (namespace, workload, labels) the selector matches.
+    pub selected: u64,
+    /// Of those, the ones whose revision is at least the policy's.
+    pub enforcing: u64,
+    /// Pod names of selected sidecars not enforcing it yet, the furthest behind first; at
+    /// most 20.
+    #[serde(default)]
+    pub lagging: Vec<String>,
+    /// How many selected sidecars do not enforce it yet (`selected - enforcing`).
+    pub lagging_count: u64,
+    /// Broadcaster replicas that did not answer: their sidecars are not counted. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreachable_replicas: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -210,4 +255,19 @@ pub struct RuleStatus {
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+/// The OpenAPI document's example policy (docs/examples/reviews-abort.json, shortened).
+#[cfg(feature = "openapi")]
+fn policy_example() -> serde_json::Value {
+    serde_json::json!({
+        "metadata": { "name": "reviews-abort", "version": "1.0.0" },
+        "spec": {
+            "selector": { "namespace": "demo", "service": "reviews", "labels": { "version": "v2" } },
+            "rules": [ {
+                "match": { "method": { "exact": "GET" }, "path": { "prefix": "/api" } },
+                "fault": { "percentage": 50, "abort": { "httpStatus": 503 } }
+            } ]
+        }
+    })
 }

@@ -14,14 +14,15 @@ use std::ops::Deref;
 use crate::{compile, parse, status, Policy, ValidationErrors};
 
 /// How a policy body is encoded.
-///
-/// JSON is the only format today. YAML would be one more variant (behind a crate feature, so
-/// the Wasm plugin never links a YAML parser) and one more arm in [`ValidPolicy::parse`],
-/// reporting its problems with the same field paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Format {
     Json,
+    /// One YAML document, read into JSON and parsed as JSON is ([`crate::yaml`]): the same
+    /// field paths, plus YAML's own problems with their line and column. Behind the crate
+    /// feature `yaml`, so the Wasm plugin never links a YAML parser.
+    #[cfg(feature = "yaml")]
+    Yaml,
 }
 
 /// A policy that passed every check of the design brief.
@@ -44,9 +45,20 @@ impl ValidPolicy {
         format: Format,
         path_name: Option<&str>,
     ) -> Result<ValidPolicy, ValidationErrors> {
-        let (policy, mut errors) = match format {
+        let parsed = match format {
             Format::Json => parse::parse_json(body),
+            #[cfg(feature = "yaml")]
+            Format::Yaml => crate::yaml::parse_yaml(body),
         };
+        ValidPolicy::from_parsed(parsed, path_name)
+    }
+
+    /// The checks after the strict parse: `compile`'s, then the path name's, added to the
+    /// parse's own problems.
+    pub(crate) fn from_parsed(
+        (policy, mut errors): (Option<Policy>, ValidationErrors),
+        path_name: Option<&str>,
+    ) -> Result<ValidPolicy, ValidationErrors> {
         // Not even well-typed: there are no values to check.
         let Some(policy) = policy else {
             return Err(errors);

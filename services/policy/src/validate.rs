@@ -78,7 +78,9 @@ fn check_metadata(metadata: &Metadata, errors: &mut ValidationErrors) {
     }
 }
 
-fn check_dns_label(name: &str) -> Result<(), String> {
+/// Whether `name` is a valid policy name (`metadata.name`): a DNS label of 1-63 characters;
+/// `Err` says what is wrong.
+pub fn check_dns_label(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
     }

@@ -8,6 +8,9 @@
 //! - [`StreamQuery`]: the query string of `GET /v1/config/stream` (`mode`, `revision`,
 //!   `wait_ms`, ...), encoded by clients and parsed by the broadcaster with every limit and
 //!   check; its [`Filter`] says which policies a workload may receive.
+//! - [`sidecars`]: sidecar reports: the identity and fault-count headers of every poll, and
+//!   the broadcaster's `GET /v1/sidecars` query and answer.
+//! - [`gathered`]: policy-api's `GET /v1/sidecars` answer, every replica's table merged.
 //! - [`rule_active`]: the expiry boundary, the same for the server's `expired` flag, the
 //!   broadcaster's removal of expired rules and the plugin's matching.
 //!
@@ -15,12 +18,21 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod gathered;
 mod query;
+pub mod sidecars;
 pub mod sse;
 
+pub use gathered::{ReplicaSummary, SidecarList, UnreachableReplica};
 pub use query::{
-    FieldProblem, Filter, Mode, StreamQuery, MAX_LABELS, MAX_LABEL_PART_LEN, MAX_NAME_LEN,
-    MAX_QUERY_LEN,
+    read_query, FieldProblem, Filter, Mode, StreamQuery, MAX_LABELS, MAX_LABEL_PART_LEN,
+    MAX_NAME_LEN, MAX_QUERY_LEN,
+};
+pub use sidecars::{
+    parse_injected, FaultCounts, IdentityHeader, InjectedHeader, ReportError, SidecarIdentity,
+    SidecarState, SidecarStatus, SidecarsPage, SidecarsQuery, INJECTED_HEADER,
+    MAX_INJECTED_HEADER_BYTES, MAX_INJECTED_POLICIES, MAX_SIDECARS_PAGE, MAX_SIDECAR_HEADER_BYTES,
+    SIDECAR_HEADER,
 };
 
 /// The event types of the stream (`event:` lines), as named on the wire.

@@ -31,7 +31,9 @@
 
 use std::path::PathBuf;
 
-use boifi_store::{normalize_prefix, StoreSettings, DEFAULT_DATA_DIR};
+use std::time::Duration;
+
+use boifi_store::{normalize_prefix, AuditRetention, StoreSettings, DEFAULT_DATA_DIR};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -83,15 +85,23 @@ where
         .map_err(|e| EnvError(e.to_string()))
 }
 
+/// Most audit entries `BOIFI_AUDIT_MAX_ENTRIES` may keep.
+pub const MAX_AUDIT_ENTRIES: u64 = 10_000_000;
+/// Longest `BOIFI_AUDIT_MAX_AGE`: ten years.
+pub const MAX_AUDIT_AGE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// The variables every BOIFI server reads, as given: `BOIFI_LISTEN_ADDR`,
-/// `BOIFI_ETCD_ENDPOINTS`, `BOIFI_ETCD_PREFIX`, `BOIFI_DATA_DIR`. Flatten it into a service's
-/// variables (`#[serde(flatten)]`), then [`ServerVars::check`] it.
+/// `BOIFI_ETCD_ENDPOINTS`, `BOIFI_ETCD_PREFIX`, `BOIFI_DATA_DIR`, `BOIFI_AUDIT_MAX_ENTRIES`,
+/// `BOIFI_AUDIT_MAX_AGE`. Flatten it into a service's variables (`#[serde(flatten)]`), then
+/// [`ServerVars::check`] it.
 #[derive(Debug, Default, Deserialize)]
 pub struct ServerVars {
     listen_addr: Option<String>,
     etcd_endpoints: Option<String>,
     etcd_prefix: Option<String>,
     data_dir: Option<String>,
+    audit_max_entries: Option<String>,
+    audit_max_age: Option<String>,
 }
 
 /// Where a server listens and which store it opens.
@@ -107,13 +117,50 @@ impl ServerVars {
     /// unset) and the store. `BOIFI_ETCD_ENDPOINTS` is a comma list whose blank items are
     /// skipped; none at all means the embedded store in `BOIFI_DATA_DIR` (default
     /// `./boifi-data`). `BOIFI_ETCD_PREFIX` defaults to `/boifi/` and is made to start and end
-    /// with `/`. Endpoints and the prefix must not contain whitespace.
+    /// with `/`. Endpoints and the prefix must not contain whitespace. The audit trail keeps
+    /// at most `BOIFI_AUDIT_MAX_ENTRIES` entries (1 to 10,000,000; default 10,000) of at most
+    /// `BOIFI_AUDIT_MAX_AGE` (a duration like `30d` or `12h`, up to ten years; default 30 days).
     pub fn check(self, default_listen_addr: &str) -> Result<ServerSettings, InvalidVar> {
+        let mut store = store_settings(self.etcd_endpoints, self.etcd_prefix, self.data_dir)?;
+        store.audit_retention = audit_retention(self.audit_max_entries, self.audit_max_age)?;
         Ok(ServerSettings {
             listen_addr: listen_addr(self.listen_addr, default_listen_addr)?,
-            store: store_settings(self.etcd_endpoints, self.etcd_prefix, self.data_dir)?,
+            store,
         })
     }
+}
+
+fn audit_retention(
+    max_entries: Option<String>,
+    max_age: Option<String>,
+) -> Result<AuditRetention, InvalidVar> {
+    let mut retention = AuditRetention::default();
+    if let Some(value) = max_entries {
+        retention.max_entries = value
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=MAX_AUDIT_ENTRIES).contains(n))
+            .ok_or_else(|| InvalidVar {
+                var: "BOIFI_AUDIT_MAX_ENTRIES",
+                reason: format!(
+                    "expected a whole number from 1 to {MAX_AUDIT_ENTRIES}, found `{}`",
+                    value.escape_default()
+                ),
+            })?;
+    }
+    if let Some(value) = max_age {
+        retention.max_age = humantime::parse_duration(&value)
+            .ok()
+            .filter(|age| !age.is_zero() && *age <= MAX_AUDIT_AGE)
+            .ok_or_else(|| InvalidVar {
+                var: "BOIFI_AUDIT_MAX_AGE",
+                reason: format!(
+                    "expected a duration from 1s to 10 years, like `30d` or `12h`, found `{}`",
+                    value.escape_default()
+                ),
+            })?;
+    }
+    Ok(retention)
 }
 
 fn store_settings(
@@ -149,6 +196,7 @@ fn store_settings(
         etcd_endpoints,
         etcd_prefix,
         data_dir: PathBuf::from(data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR)),
+        audit_retention: AuditRetention::default(),
     })
 }
 

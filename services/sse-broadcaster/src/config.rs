@@ -15,6 +15,10 @@
 //! | `BOIFI_MAX_CLIENTS` | `20000` | open streams plus held polls; beyond it requests get 503 |
 //! | `BOIFI_POLL_WAIT_MS` | `30000` | long-poll wait when the request gives no `wait_ms` |
 //! | `BOIFI_POLL_MAX_WAIT_MS` | `60000` | upper bound of `wait_ms` |
+//! | `BOIFI_SIDECAR_TTL_SECS` | `30` | a sidecar is forgotten this long after its last poll ended |
+//!
+//! The replica's name in `GET /v1/sidecars` answers is `HOSTNAME` (the pod name in
+//! Kubernetes), else the listen address.
 
 use std::time::Duration;
 
@@ -48,6 +52,10 @@ pub struct Settings {
     /// `backoff_max`.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// How long a sidecar stays in the table after its last poll ended.
+    pub sidecar_ttl: Duration,
+    /// This replica's name in `GET /v1/sidecars` answers.
+    pub replica: String,
 }
 
 impl Default for Settings {
@@ -62,6 +70,8 @@ impl Default for Settings {
             poll_max_wait: Duration::from_secs(60),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            sidecar_ttl: Duration::from_secs(30),
+            replica: "local".to_owned(),
         }
     }
 }
@@ -95,6 +105,7 @@ struct RawConfig {
     max_clients: Option<String>,
     poll_wait_ms: Option<String>,
     poll_max_wait_ms: Option<String>,
+    sidecar_ttl_secs: Option<String>,
 }
 
 impl Config {
@@ -103,6 +114,11 @@ impl Config {
     where
         I: IntoIterator<Item = (String, String)>,
     {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let hostname = vars
+            .iter()
+            .find(|(key, value)| key == "HOSTNAME" && !value.trim().is_empty())
+            .map(|(_, value)| value.trim().to_owned());
         let raw: RawConfig = boifi_runtime::env::from_vars(vars)?;
         let server = raw.server.check(DEFAULT_LISTEN_ADDR)?;
 
@@ -174,6 +190,14 @@ impl Config {
                 3_600_000,
                 as_u64(defaults.poll_max_wait),
             )?),
+            sidecar_ttl: Duration::from_secs(number(
+                "BOIFI_SIDECAR_TTL_SECS",
+                raw.sidecar_ttl_secs,
+                1,
+                3600,
+                defaults.sidecar_ttl.as_secs(),
+            )?),
+            replica: hostname.unwrap_or_else(|| server.listen_addr.clone()),
             ..defaults
         };
         if settings.poll_wait > settings.poll_max_wait {
@@ -213,7 +237,13 @@ mod tests {
         assert!(config.store.etcd_endpoints.is_empty());
         assert_eq!(config.store.etcd_prefix, "/boifi/");
         assert_eq!(config.store.data_dir, PathBuf::from("./boifi-data"));
-        assert_eq!(config.settings, Settings::default());
+        assert_eq!(
+            config.settings,
+            Settings {
+                replica: "127.0.0.1:8081".into(),
+                ..Settings::default()
+            }
+        );
         assert_eq!(
             parse(&[("BOIFI_STREAM_BUFFER", " ")])
                 .unwrap()
@@ -237,6 +267,8 @@ mod tests {
             ("BOIFI_MAX_CLIENTS", "3"),
             ("BOIFI_POLL_WAIT_MS", "1000"),
             ("BOIFI_POLL_MAX_WAIT_MS", "2000"),
+            ("BOIFI_SIDECAR_TTL_SECS", "7"),
+            ("HOSTNAME", "boifi-sse-broadcaster-5c8d-x2"),
         ])
         .unwrap();
         assert_eq!(config.listen_addr, "0.0.0.0:9000");
@@ -252,6 +284,8 @@ mod tests {
         assert_eq!((s.client_buffer, s.history, s.max_clients), (16, 10, 3));
         assert_eq!(s.poll_wait, Duration::from_secs(1));
         assert_eq!(s.poll_max_wait, Duration::from_secs(2));
+        assert_eq!(s.sidecar_ttl, Duration::from_secs(7));
+        assert_eq!(s.replica, "boifi-sse-broadcaster-5c8d-x2");
     }
 
     #[test]
@@ -265,6 +299,8 @@ mod tests {
             ("BOIFI_STREAM_HISTORY", "many"),
             ("BOIFI_MAX_CLIENTS", "0"),
             ("BOIFI_POLL_MAX_WAIT_MS", "99999999999"),
+            ("BOIFI_SIDECAR_TTL_SECS", "0"),
+            ("BOIFI_SIDECAR_TTL_SECS", "3601"),
         ] {
             let err = parse(&[(var, value)]).unwrap_err();
             assert!(

@@ -348,6 +348,18 @@ impl Drop for PollWait {
     }
 }
 
+/// How a client at some revision stands, for the sidecar table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lag {
+    /// No change after its revision concerns it.
+    Current,
+    /// The oldest change after its revision that concerns it arrived at `since`.
+    Behind { since: Instant },
+    /// No revision, or one outside what this broadcaster can vouch for: a poll from it is
+    /// answered with a snapshot at once.
+    Unknown,
+}
+
 /// Counts one connected client while alive.
 pub(crate) struct ClientGuard {
     hub: Arc<Hub>,
@@ -571,6 +583,40 @@ impl Hub {
     #[cfg(test)]
     pub fn registered(&self) -> usize {
         self.registry().len()
+    }
+
+    /// The store revision served and the kill switch, once loaded.
+    pub fn position(&self) -> Option<(u64, bool)> {
+        self.read()
+            .view
+            .as_ref()
+            .map(|view| (view.revision, view.halted))
+    }
+
+    /// How a client with `filter` that is at `revision` stands. "Concerns" is the rule polls
+    /// are answered by ([`Hub::poll_check`]): an entry after the revision with a frame for the
+    /// filter. A revision newer than this broadcaster's is current (nothing here is newer).
+    pub fn lag(&self, filter: &Filter, revision: Option<u64>) -> Lag {
+        let state = self.read();
+        let (Some(view), Some(revision)) = (state.view.as_ref(), revision) else {
+            return Lag::Unknown;
+        };
+        if revision >= view.revision {
+            return Lag::Current;
+        }
+        if revision < state.floor {
+            return Lag::Unknown;
+        }
+        state
+            .history
+            .iter()
+            .rev()
+            .take_while(|entry| entry.revision > revision)
+            .filter(|entry| entry.concerns(filter))
+            .last()
+            .map_or(Lag::Current, |oldest| Lag::Behind {
+                since: oldest.received,
+            })
     }
 
     /// Counts a new client, unless the limit is reached.

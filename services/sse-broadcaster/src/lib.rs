@@ -3,9 +3,10 @@
 //!
 //! - [`Broadcaster`]: the running service; [`Broadcaster::start`] spawns the store watcher
 //!   and the heartbeat, [`Broadcaster::shut_down`] (or dropping it) ends them and every stream.
-//! - [`configure`] mounts every route; [`configure_stream`] (`/v1/config/stream`) and
-//!   [`configure_ops`] (`/v1/health`, `/v1/ready`, `/metrics`) separately, so `boifi serve` can
-//!   mount the stream next to policy-api's own health and metrics.
+//! - [`configure`] mounts every route; [`configure_stream`] (`/v1/config/stream`),
+//!   [`configure_sidecars`] (`/v1/sidecars`) and [`configure_ops`] (`/v1/health`, `/v1/ready`,
+//!   `/metrics`) separately, so `boifi serve` can mount the stream next to policy-api's own
+//!   routes. [`Broadcaster::sidecars`] reads the sidecar table in process.
 //! - [`run`]: serves a bound listener until a shutdown future completes.
 //! - [`Config`]: `BOIFI_*` settings parsed from key/value pairs; [`Settings`]: the tunables.
 //! - [`Clock`]: the wall clock rule expiry is measured against ([`SystemClock`],
@@ -17,8 +18,8 @@
 //! Inside: `watcher` (one store watch with backoff, resume and compaction reload; expiry
 //! timer), `model` (stored vs effective policies, deltas), `hub` (current view, resume history,
 //! handing each change to the clients it concerns), `registry` (waiting clients indexed by
-//! their filter's names), `stream` (the stream and long-poll handlers), `ops`, `metrics`,
-//! `sse`.
+//! their filter's names), `stream` (the stream and long-poll handlers), `sidecars` (the table
+//! of the sidecars polling this replica, from their report headers), `ops`, `metrics`, `sse`.
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ mod model;
 mod ops;
 mod registry;
 mod server;
+mod sidecars;
 mod sse;
 mod stream;
 mod watcher;
@@ -42,4 +44,6 @@ pub use boifi_store::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError, Settings, DEFAULT_DATA_DIR, DEFAULT_LISTEN_ADDR};
 pub use error::{RequestError, StartError};
 pub use hub::Refusal;
-pub use server::{configure, configure_ops, configure_stream, run, Broadcaster};
+pub use server::{
+    configure, configure_ops, configure_sidecars, configure_stream, run, Broadcaster,
+};

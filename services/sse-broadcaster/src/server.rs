@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest};
+use boifi_policy::wire::{SidecarsPage, SidecarsQuery};
 use boifi_store::{Clock, PolicyStore};
 use prometheus::Registry;
 use tokio::task::JoinHandle;
@@ -15,6 +16,7 @@ use crate::config::Settings;
 use crate::error::{RequestError, StartError};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::sidecars::{self, SidecarTable};
 use crate::{ops, stream, watcher};
 
 /// Open streams get this long to end after the shutdown signal (they end at once: the
@@ -34,6 +36,7 @@ pub struct Broadcaster {
 
 struct Owner {
     hub: Arc<Hub>,
+    sidecars: Arc<SidecarTable>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -64,13 +67,25 @@ impl Broadcaster {
         settings: Settings,
         registry: Registry,
     ) -> Result<Broadcaster, StartError> {
+        let sidecars = Arc::new(SidecarTable::new(
+            settings.sidecar_ttl,
+            // As many sidecars as clients: each tracked sidecar holds a poll at most times.
+            settings.max_clients,
+            settings.replica.clone(),
+            &registry,
+        )?);
         let hub = Arc::new(Hub::new(settings, Metrics::new(registry)?));
         let tasks = vec![
             tokio::spawn(watcher::watch_store(store, clock, hub.clone())),
             tokio::spawn(watcher::heartbeat(hub.clone())),
+            tokio::spawn(sidecars::sweep(sidecars.clone(), hub.clone())),
         ];
         Ok(Broadcaster {
-            owner: Arc::new(Owner { hub, tasks }),
+            owner: Arc::new(Owner {
+                hub,
+                sidecars,
+                tasks,
+            }),
         })
     }
 
@@ -90,8 +105,19 @@ impl Broadcaster {
         &self.owner.hub.metrics.registry
     }
 
+    /// One page of this broadcaster's sidecar table, as `GET /v1/sidecars` answers it (for
+    /// `boifi serve`, whose policy-api reads it in process). `RequestError::Invalid` for a
+    /// `continue` token this broadcaster did not give; `Refused` before the first snapshot.
+    pub fn sidecars(&self, query: &SidecarsQuery) -> Result<SidecarsPage, RequestError> {
+        self.owner.sidecars.page(&self.owner.hub, query)
+    }
+
     fn data(&self) -> web::Data<Hub> {
         web::Data::from(self.owner.hub.clone())
+    }
+
+    fn sidecars_data(&self) -> web::Data<SidecarTable> {
+        web::Data::from(self.owner.sidecars.clone())
     }
 }
 
@@ -100,6 +126,7 @@ pub fn configure_stream(cfg: &mut web::ServiceConfig, broadcaster: &Broadcaster)
     cfg.service(
         web::resource(stream::STREAM_PATH)
             .app_data(broadcaster.data())
+            .app_data(broadcaster.sidecars_data())
             .route(web::get().to(stream::config_stream))
             .default_service(web::to(method_not_allowed)),
     );
@@ -122,9 +149,24 @@ pub fn configure_ops(cfg: &mut web::ServiceConfig, broadcaster: &Broadcaster) {
     }
 }
 
-/// Every route of the standalone broadcaster: [`configure_stream`] and [`configure_ops`].
+/// Mounts `GET /v1/sidecars`: this replica's sidecar table (no token, like the stream). Leave
+/// it out where policy-api serves its own `/v1/sidecars` (`boifi serve`: it reads
+/// [`Broadcaster::sidecars`] instead).
+pub fn configure_sidecars(cfg: &mut web::ServiceConfig, broadcaster: &Broadcaster) {
+    cfg.service(
+        web::resource("/v1/sidecars")
+            .app_data(broadcaster.data())
+            .app_data(broadcaster.sidecars_data())
+            .route(web::get().to(sidecars::sidecars))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+/// Every route of the standalone broadcaster: [`configure_stream`], [`configure_sidecars`]
+/// and [`configure_ops`].
 pub fn configure(cfg: &mut web::ServiceConfig, broadcaster: &Broadcaster) {
     configure_stream(cfg, broadcaster);
+    configure_sidecars(cfg, broadcaster);
     configure_ops(cfg, broadcaster);
 }
 

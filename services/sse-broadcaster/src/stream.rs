@@ -26,6 +26,7 @@ use crate::config::Settings;
 use crate::error::RequestError;
 use crate::hub::{ClientGuard, Hub, PollAnswer, PollCheck, StreamItem, Subscription};
 use crate::metrics::{EventKind, Mode};
+use crate::sidecars::SidecarTable;
 use crate::sse;
 
 /// The route.
@@ -81,6 +82,7 @@ pub(crate) fn parse_request(
 pub(crate) async fn config_stream(
     req: HttpRequest,
     hub: web::Data<Hub>,
+    sidecars: web::Data<SidecarTable>,
 ) -> Result<HttpResponse, RequestError> {
     let last_event_id = req
         .headers()
@@ -93,6 +95,8 @@ pub(crate) async fn config_stream(
             log::info!("{}: {e}", peer.as_deref().unwrap_or("stream client"));
         })?;
     let hub = hub.into_inner();
+    // A sidecar's report rides on its poll: noted on arrival, and its end when this returns.
+    let _seen = sidecars.into_inner().poll_arrived(req.headers(), &request);
     match request {
         StreamRequest::Stream { filter, resume } => open_stream(hub, Arc::new(filter), resume),
         StreamRequest::Poll {

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::sync::Arc;
 
 use boifi_sse_broadcaster::{run, Broadcaster, Settings, SystemClock};
-use boifi_store::{open_store, StoreSettings};
+use boifi_store::{open_store, AuditRetention, StoreSettings};
 use boifi_tests::http::{call, request};
 use boifi_tests::prometheus::promtool_check_metrics;
 use boifi_tests::services::{deadline, Services, DEADLINE};
@@ -103,6 +103,7 @@ fn not_ready_until_the_store_answers() {
             etcd_endpoints: vec![format!("http://127.0.0.1:{nothing}")],
             etcd_prefix: "/boifi/".into(),
             data_dir: Default::default(),
+            audit_retention: AuditRetention::default(),
         }))
         .unwrap();
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use boifi_policy::{Policy, ValidPolicy};
 use futures::stream::BoxStream;
 
-use crate::StoreError;
+use crate::{Attribution, AuditPage, AuditQuery, StoreError};
 
 /// A store revision. Revisions only grow; every change gets a new, larger one.
 pub type Revision = u64;
@@ -90,21 +90,30 @@ pub trait PolicyStore: Send + Sync + 'static {
 
     /// Create or replace `policy` (keyed by `policy.metadata.name`), if `precondition` holds
     /// (else `StoreError::Conflict`). The stored `status.revision` is the write's revision.
+    /// The audit entry (`create` or `replace`, attributed to `by`) is written in the same
+    /// transaction.
     async fn put(
         &self,
         policy: &ValidPolicy,
         precondition: Precondition,
+        by: &Attribution,
     ) -> Result<PutOutcome, StoreError>;
 
-    /// Delete by name. `Ok(None)` when absent; otherwise the revision of the delete.
+    /// Delete by name. `Ok(None)` when absent (nothing written, no audit entry); otherwise
+    /// the revision of the delete, whose `delete` entry is written with it.
     async fn delete(
         &self,
         name: &str,
         precondition: Precondition,
+        by: &Attribution,
     ) -> Result<Option<Revision>, StoreError>;
 
-    /// Set the global kill switch. Returns the revision of the change.
-    async fn set_halted(&self, halted: bool) -> Result<Revision, StoreError>;
+    /// Set the global kill switch, with its `halt` or `resume` audit entry. Returns the
+    /// revision of the change.
+    async fn set_halted(&self, halted: bool, by: &Attribution) -> Result<Revision, StoreError>;
+
+    /// A page of the audit trail, newest first, within the store's retention.
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError>;
 
     /// Changes with revision strictly greater than `after`, in order, then live changes.
     async fn watch(&self, after: Revision) -> Result<WatchStream, StoreError>;

@@ -1,4 +1,6 @@
-//! etcd backend: one key per policy under `{prefix}policies/`, the halt flag at `{prefix}halt`.
+//! etcd backend: one key per policy under `{prefix}policies/`, the halt flag at `{prefix}halt`,
+//! the audit trail under `{prefix}audit/` ([`trail`]: each change and its entry in one
+//! transaction).
 //!
 //! Revisions are etcd's own: a policy's revision is its key's `mod_revision`, a snapshot's is the
 //! response header's. Preconditions are etcd transactions, so they hold across API replicas.
@@ -13,15 +15,20 @@ use async_trait::async_trait;
 use boifi_policy::{Policy, PolicyStatus, ValidPolicy};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
-    KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
+    KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Change, PolicyStore, Precondition, PutOutcome, Revision, Snapshot, StoreError, StoredPolicy,
-    WatchEvent, WatchStream,
+    Attribution, AuditAction, AuditPage, AuditQuery, AuditRetention, Change, PolicyStore,
+    Precondition, PutOutcome, Revision, Snapshot, StoreError, StoredPolicy, WatchEvent,
+    WatchStream,
 };
+
+mod trail;
+
+use trail::{entry_value, put_entry, AuditedChange, Outcome, Trail};
 
 /// Largest value we accept from etcd. Policy bodies are limited to 1 MiB by the API; anything
 /// bigger was not written by us.
@@ -41,6 +48,7 @@ pub struct EtcdConfig {
     pub prefix: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    pub audit_retention: AuditRetention,
 }
 
 impl EtcdConfig {
@@ -54,6 +62,7 @@ impl EtcdConfig {
             prefix: crate::normalize_prefix(prefix),
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            audit_retention: AuditRetention::default(),
         }
     }
 }
@@ -63,6 +72,7 @@ pub struct EtcdStore {
     watch: WatchClient,
     keys: Keys,
     request_timeout: Duration,
+    trail: Trail,
 }
 
 impl EtcdStore {
@@ -100,6 +110,7 @@ impl EtcdStore {
             watch: client.watch_client(),
             keys: Keys::new(&config.prefix),
             request_timeout: config.request_timeout,
+            trail: Trail::new(config.audit_retention),
         })
     }
 
@@ -129,34 +140,18 @@ impl EtcdStore {
         }
     }
 
-    /// Runs `op` if `precondition` holds on `key`; otherwise reads the key for the conflict.
-    async fn guarded(
-        &self,
-        what: &str,
-        key: &str,
-        precondition: Precondition,
-        op: TxnOp,
-    ) -> Result<TxnResponse, StoreError> {
-        let txn = Txn::new()
-            .when(Self::compare(key, precondition))
-            .and_then(vec![op])
-            .or_else(vec![TxnOp::get(
-                key,
-                Some(GetOptions::new().with_keys_only()),
-            )]);
-        let mut kv = self.kv.clone();
-        let response = self.call(what, kv.txn(txn)).await?;
-        if response.succeeded() {
-            return Ok(response);
-        }
-        let current = response.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(get) => Some(get.kvs().first().map(|kv| to_u64(kv.mod_revision()))),
-            _ => None,
-        });
-        Err(StoreError::Conflict {
-            current: current.flatten(),
-        })
+    /// The keys-only read of `key` that answers a refused precondition.
+    fn conflict_read(key: &str) -> TxnOp {
+        TxnOp::get(key, Some(GetOptions::new().with_keys_only()))
     }
+}
+
+/// The policy's current revision from a refused transaction's reads (`None`: absent).
+fn current_revision(responses: &[TxnOpResponse]) -> Option<Revision> {
+    responses.iter().find_map(|r| match r {
+        TxnOpResponse::Get(get) => Some(get.kvs().first().map(|kv| to_u64(kv.mod_revision()))),
+        _ => None,
+    })?
 }
 
 #[async_trait]
@@ -187,24 +182,34 @@ impl PolicyStore for EtcdStore {
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        // Policies and the halt flag, not the audit trail: two reads in one transaction, so
+        // at one revision.
+        let txn = Txn::new().and_then(vec![
+            TxnOp::get(
+                self.keys.policies.as_str(),
+                Some(GetOptions::new().with_prefix()),
+            ),
+            TxnOp::get(self.keys.halt.as_str(), None),
+        ]);
         let mut kv = self.kv.clone();
-        let options = GetOptions::new().with_prefix();
-        let response = self
-            .call("snapshot", kv.get(self.keys.prefix.as_str(), Some(options)))
-            .await?;
-        let revision = response.header().map_or(0, |h| to_u64(h.revision()));
+        let response = self.call("snapshot", kv.txn(txn)).await?;
         let mut snapshot = Snapshot {
-            revision,
+            revision: header_revision(&response),
             ..Snapshot::default()
         };
         // etcd returns keys in byte order, so policies come sorted by name.
-        for kv in response.kvs() {
-            match self.keys.classify(kv.key()) {
-                KeyKind::Halt => snapshot.halted = decode_halt(kv.into())?,
-                KeyKind::Policy(_) => snapshot
-                    .policies
-                    .push(decode_policy(&self.keys, kv.into())?),
-                KeyKind::Other => {}
+        for op in response.op_responses() {
+            let TxnOpResponse::Get(get) = op else {
+                continue;
+            };
+            for kv in get.kvs() {
+                match self.keys.classify(kv.key()) {
+                    KeyKind::Halt => snapshot.halted = decode_halt(kv.into())?,
+                    KeyKind::Policy(_) => snapshot
+                        .policies
+                        .push(decode_policy(&self.keys, kv.into())?),
+                    KeyKind::Other => {}
+                }
             }
         }
         Ok(snapshot)
@@ -214,49 +219,135 @@ impl PolicyStore for EtcdStore {
         &self,
         policy: &ValidPolicy,
         precondition: Precondition,
+        by: &Attribution,
     ) -> Result<PutOutcome, StoreError> {
-        let key = self.keys.policy(policy.name());
+        let name = policy.name();
+        let key = self.keys.policy(name);
         let value = serde_json::to_vec(policy.policy()).map_err(|e| StoreError::Corrupt {
             key: key.clone(),
             reason: format!("policy does not serialize: {e}"),
         })?;
-        let op = TxnOp::put(key.as_str(), value, Some(PutOptions::new().with_prev_key()));
-        let response = self.guarded("put", &key, precondition, op).await?;
-        let created = response.op_responses().into_iter().any(|r| match r {
-            TxnOpResponse::Put(put) => put.prev_key().is_none(),
-            _ => false,
-        });
-        Ok(PutOutcome {
-            revision: header_revision(&response),
-            created,
-        })
+        let create = entry_value(by, AuditAction::Create, Some(name))?;
+        let replace = entry_value(by, AuditAction::Replace, Some(name))?;
+        // Create or replace is known only inside the transaction: a nested one writes the
+        // policy with the entry that says which.
+        let ops = |entry: &str| {
+            let put = TxnOp::put(key.as_str(), value.clone(), None);
+            let choose = Txn::new()
+                .when(vec![Compare::create_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then(vec![put.clone(), put_entry(entry, create.clone())])
+                .or_else(vec![put, put_entry(entry, replace.clone())]);
+            vec![TxnOp::txn(choose)]
+        };
+        let change = AuditedChange {
+            what: "put",
+            guard: Self::compare(&key, precondition),
+            ops: Box::new(ops),
+            reads: vec![Self::conflict_read(&key)],
+            by,
+        };
+        match self.audited(change).await? {
+            Outcome::Committed {
+                revision,
+                responses,
+            } => {
+                let created = responses.iter().any(|r| match r {
+                    TxnOpResponse::Txn(nested) => nested.succeeded(),
+                    _ => false,
+                });
+                Ok(PutOutcome { revision, created })
+            }
+            Outcome::Refused(reads) => Err(StoreError::Conflict {
+                current: current_revision(&reads),
+            }),
+        }
     }
 
     async fn delete(
         &self,
         name: &str,
         precondition: Precondition,
+        by: &Attribution,
     ) -> Result<Option<Revision>, StoreError> {
         let key = self.keys.policy(name);
-        let op = TxnOp::delete(key.as_str(), Some(DeleteOptions::new()));
-        let response = self.guarded("delete", &key, precondition, op).await?;
-        let deleted = response.op_responses().into_iter().any(|r| match r {
-            TxnOpResponse::Delete(delete) => delete.deleted() > 0,
-            _ => false,
-        });
-        Ok(deleted.then(|| header_revision(&response)))
+        if precondition == Precondition::Absent {
+            // Nothing to delete when it holds; nothing written, nothing audited.
+            let mut kv = self.kv.clone();
+            let options = GetOptions::new().with_keys_only();
+            let response = self
+                .call("delete", kv.get(key.as_str(), Some(options)))
+                .await?;
+            return match response.kvs().first() {
+                Some(kv) => Err(StoreError::Conflict {
+                    current: Some(to_u64(kv.mod_revision())),
+                }),
+                None => Ok(None),
+            };
+        }
+        let mut guard = Self::compare(&key, precondition);
+        // Deleting nothing writes no entry.
+        guard.push(Compare::create_revision(
+            key.as_str(),
+            CompareOp::Greater,
+            0,
+        ));
+        let entry = entry_value(by, AuditAction::Delete, Some(name))?;
+        let ops = |entry_key: &str| {
+            vec![
+                TxnOp::delete(key.as_str(), Some(DeleteOptions::new())),
+                put_entry(entry_key, entry.clone()),
+            ]
+        };
+        let change = AuditedChange {
+            what: "delete",
+            guard,
+            ops: Box::new(ops),
+            reads: vec![Self::conflict_read(&key)],
+            by,
+        };
+        match self.audited(change).await? {
+            Outcome::Committed { revision, .. } => Ok(Some(revision)),
+            Outcome::Refused(reads) => match (current_revision(&reads), precondition) {
+                (None, Precondition::None) => Ok(None),
+                (current, _) => Err(StoreError::Conflict { current }),
+            },
+        }
     }
 
-    async fn set_halted(&self, halted: bool) -> Result<Revision, StoreError> {
+    async fn set_halted(&self, halted: bool, by: &Attribution) -> Result<Revision, StoreError> {
         let value = serde_json::to_vec(&HaltValue { halted }).map_err(|e| StoreError::Corrupt {
             key: self.keys.halt.clone(),
             reason: e.to_string(),
         })?;
-        let mut kv = self.kv.clone();
-        let response = self
-            .call("set halt", kv.put(self.keys.halt.as_str(), value, None))
-            .await?;
-        Ok(response.header().map_or(0, |h| to_u64(h.revision())))
+        let entry = entry_value(by, AuditAction::of_halt(halted), None)?;
+        let ops = |entry_key: &str| {
+            vec![
+                TxnOp::put(self.keys.halt.as_str(), value.clone(), None),
+                put_entry(entry_key, entry.clone()),
+            ]
+        };
+        let change = AuditedChange {
+            what: "set halt",
+            guard: Vec::new(),
+            ops: Box::new(ops),
+            reads: Vec::new(),
+            by,
+        };
+        match self.audited(change).await? {
+            Outcome::Committed { revision, .. } => Ok(revision),
+            // No guard, so nothing can refuse it.
+            Outcome::Refused(_) => Err(StoreError::Unavailable(
+                "etcd set halt: refused without a condition".into(),
+            )),
+        }
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        self.read_trail(query).await
     }
 
     async fn watch(&self, after: Revision) -> Result<WatchStream, StoreError> {
@@ -357,6 +448,9 @@ struct Keys {
     prefix: String,
     policies: String,
     halt: String,
+    audit_head: String,
+    /// Prefix of the entries, each at `{audit_entries}<position>`.
+    audit_entries: String,
 }
 
 #[derive(Debug, PartialEq)]
@@ -372,6 +466,8 @@ impl Keys {
         Keys {
             policies: format!("{prefix}policies/"),
             halt: format!("{prefix}halt"),
+            audit_head: format!("{prefix}audit/head"),
+            audit_entries: format!("{prefix}audit/entries/"),
             prefix,
         }
     }

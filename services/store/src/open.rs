@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::{EmbeddedStore, EtcdConfig, EtcdStore, PolicyStore, StoreError};
+use crate::{AuditRetention, EmbeddedStore, EtcdConfig, EtcdStore, PolicyStore, StoreError};
 
 /// Key prefix used when `BOIFI_ETCD_PREFIX` is unset or empty.
 pub const DEFAULT_ETCD_PREFIX: &str = "/boifi/";
@@ -19,6 +19,8 @@ pub struct StoreSettings {
     pub etcd_endpoints: Vec<String>,
     pub etcd_prefix: String,
     pub data_dir: PathBuf,
+    /// How much of the audit trail to keep.
+    pub audit_retention: AuditRetention,
 }
 
 /// Opens etcd (default timeouts) when endpoints are configured, else the embedded store at
@@ -33,14 +35,17 @@ pub async fn open_store(settings: &StoreSettings) -> Result<Arc<dyn PolicyStore>
         .collect();
     if endpoints.is_empty() {
         let dir = settings.data_dir.clone();
-        // Opening takes a file lock and reads the state file: blocking work.
-        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(dir))
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))??;
+        let retention = settings.audit_retention;
+        // Opening takes a file lock, verifies and reads the database file: blocking work.
+        let store =
+            tokio::task::spawn_blocking(move || EmbeddedStore::open_with_retention(dir, retention))
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))??;
         log::info!("store: embedded at {}", settings.data_dir.display());
         return Ok(Arc::new(store));
     }
-    let config = EtcdConfig::new(endpoints, &settings.etcd_prefix);
+    let mut config = EtcdConfig::new(endpoints, &settings.etcd_prefix);
+    config.audit_retention = settings.audit_retention;
     log::info!(
         "store: etcd at {} under prefix {}",
         config.endpoints.join(","),
@@ -89,6 +94,7 @@ mod tests {
             etcd_endpoints: vec![" ".into()],
             etcd_prefix: String::new(),
             data_dir: tmp.path().join("nested").join("data"),
+            audit_retention: AuditRetention::default(),
         };
         let store = open_store(&settings).await.unwrap();
         assert_eq!(store.kind(), "embedded");
@@ -101,6 +107,7 @@ mod tests {
             etcd_endpoints: vec!["http://127.0.0.1:9".into()],
             etcd_prefix: "x".into(),
             data_dir: PathBuf::new(),
+            audit_retention: AuditRetention::default(),
         };
         let store = open_store(&settings).await.unwrap();
         assert_eq!(store.kind(), "etcd");

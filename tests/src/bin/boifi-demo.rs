@@ -2,26 +2,30 @@
 //!
 //! Starts `boifi serve` (embedded store, no auth, loopback), two workloads (`demo/reviews`
 //! v2 and `demo/ratings` v1, two Envoy replicas each with the real plugin), sends traffic,
-//! creates the example policy (`docs/examples/reviews-abort.json`) and a delay for ratings
-//! through the API, and prints what the traffic got. Then it keeps running until Ctrl-C, with
-//! curl commands to try more; `--once` exits after the demo instead.
+//! applies the example policies (`docs/examples/reviews-abort.yaml`, `ratings-delay.yaml`)
+//! with the `boifi` CLI, as a user would, and prints what the traffic got. Then it keeps
+//! running until Ctrl-C, with `boifi` and curl commands to try more; `--once` exits after the
+//! demo instead.
 //!
 //! Needs `scripts/install-deps.sh` (Envoy), `scripts/build-plugin.sh` (the plugin) and the
 //! `boifi` binary built next to this one (`cargo build --bin boifi --bin boifi-demo`).
 
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use boifi_tests::binaries::{repo_file, workspace_binary};
 use boifi_tests::envoy::{Envoy, LaunchOptions};
 use boifi_tests::http::http_request;
 use boifi_tests::istio::{caller_bootstrap, Pod};
 use boifi_tests::mesh::{ControlPlaneKind, Mesh, MeshBuilder, Outcomes, Req, WorkloadSpec};
 use clap::Parser;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The documented example: reviews v2, GET /api* with `x-user: test`, 50%: 200 ms delay, then 503.
-const EXAMPLE_POLICY: &str = include_str!("../../../docs/examples/reviews-abort.json");
-const EXAMPLE_FILE: &str = "docs/examples/reviews-abort.json";
+const EXAMPLE_FILE: &str = "docs/examples/reviews-abort.yaml";
+/// The second example: ratings, /api*: 100 ms delay.
+const DELAY_FILE: &str = "docs/examples/ratings-delay.yaml";
 /// Requests per row of the results table.
 const REQUESTS: usize = 20;
 
@@ -64,30 +68,16 @@ fn run(args: &Args) -> Result<(), String> {
     println!("\n1. Traffic before any policy:");
     print_results(&traffic(&mesh));
 
-    let example: Value = serde_json::from_str(EXAMPLE_POLICY)
-        .map_err(|e| format!("{EXAMPLE_FILE} is not JSON: {e}"))?;
-    let delay = json!({
-        "metadata": {"name": "ratings-delay"},
-        "spec": {
-            "selector": {"namespace": "demo", "service": "ratings"},
-            "rules": [{
-                "match": {"path": {"prefix": "/api"}},
-                "fault": {"duration_seconds": 300, "delay": {"fixed_delay_ms": 100}}
-            }]
-        }
-    });
-    println!("\n2. Creating policies through the API (POST /v1/policies):");
-    let written = mesh.apply(&example, &["reviews"])?;
+    let boifi = Cli::new(&mesh)?;
+    println!("\n2. Applying the example policies with the boifi CLI:");
     println!(
-        "   reviews-abort (from {EXAMPLE_FILE}): reviews v2, GET /api* with x-user: test, 50% \
-         -> 200 ms delay then 503; revision {}",
-        written.revision
+        "   reviews-abort: reviews v2, GET /api* with x-user: test, 50% -> 200 ms delay then 503\n   \
+         ratings-delay: ratings, /api* -> 100 ms delay"
     );
-    let written = mesh.apply(&delay, &["ratings"])?;
-    println!(
-        "   ratings-delay: ratings, /api* -> 100 ms delay; revision {}",
-        written.revision
-    );
+    boifi.run(&["apply", "-f", EXAMPLE_FILE, "-f", DELAY_FILE])?;
+    mesh.wait_applied(boifi.revision("reviews-abort")?, &["reviews"])?;
+    mesh.wait_applied(boifi.revision("ratings-delay")?, &["ratings"])?;
+    boifi.run(&["get"])?;
     println!("   every sidecar applied both");
 
     println!("\n3. The same traffic now:");
@@ -106,7 +96,7 @@ fn run(args: &Args) -> Result<(), String> {
          the caller sees the declared 50%, not 0.5^3 = 12.5%)"
     );
 
-    print_next_steps(&mesh);
+    print_next_steps(&mesh, &boifi);
     if args.once {
         return Ok(());
     }
@@ -114,6 +104,68 @@ fn run(args: &Args) -> Result<(), String> {
     wait_for_signal()?;
     println!("stopping");
     Ok(())
+}
+
+/// The `boifi` command, pointed at the demo's API, run the way a user types it.
+struct Cli {
+    binary: PathBuf,
+    server: String,
+}
+
+impl Cli {
+    fn new(mesh: &Mesh) -> Result<Cli, String> {
+        Ok(Cli {
+            binary: workspace_binary("boifi")?,
+            server: format!("http://{}", mesh.control().api_addr()),
+        })
+    }
+
+    /// Runs `boifi args...` in the repository (the examples' paths are relative to it) and
+    /// prints the command and its output; its stdout, or an error when it failed.
+    fn run(&self, args: &[&str]) -> Result<String, String> {
+        println!("   $ boifi {}", args.join(" "));
+        let stdout = self.output(args)?;
+        for line in stdout.lines() {
+            println!("   {line}");
+        }
+        Ok(stdout)
+    }
+
+    /// `boifi args...`'s stdout, printing nothing.
+    fn output(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(&self.binary)
+            .args(args)
+            .current_dir(repo_file(""))
+            .env("BOIFI_SERVER", &self.server)
+            .env_remove("BOIFI_TOKEN")
+            .env_remove("BOIFI_STREAM_SERVER")
+            .output()
+            .map_err(|e| format!("run {}: {e}", self.binary.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "boifi {} failed ({}):\n{}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The revision of policy `name` (`boifi get NAME -o json`).
+    fn revision(&self, name: &str) -> Result<u64, String> {
+        let text = self.output(&["get", name, "-o", "json"])?;
+        let policy: Value =
+            serde_json::from_str(&text).map_err(|e| format!("boifi get {name}: {e}"))?;
+        policy["status"]["revision"]
+            .as_u64()
+            .ok_or_else(|| format!("boifi get {name}: no status.revision in {text}"))
+    }
+
+    /// The directory of the binary, for `PATH`.
+    fn dir(&self) -> &Path {
+        self.binary.parent().unwrap_or(Path::new("."))
+    }
 }
 
 /// Calls reviews through a sidecar of `productpage` with Istio's default retry policy, 10 at a
@@ -275,12 +327,24 @@ fn print_layout(mesh: &Mesh) {
     println!("   PIDs: {}", pids.join(", "));
 }
 
-fn print_next_steps(mesh: &Mesh) {
+fn print_next_steps(mesh: &Mesh, boifi: &Cli) {
     let api = mesh.control().api_addr();
     let reviews = mesh.workload("reviews").replicas()[0].envoy();
     let ratings = mesh.workload("ratings").replicas()[0].envoy();
-    println!("\nTry more (paste into another terminal while the demo runs):");
-    println!("   curl -s http://{api}/v1/policies");
+    println!("\nTry more in another terminal, in this directory, while the demo runs:");
+    println!(
+        "   export PATH=\"{}:$PATH\"   # the boifi command built by run-local.sh",
+        boifi.dir().display()
+    );
+    if api.port() != 8080 {
+        println!("   export BOIFI_SERVER={}", boifi.server);
+    }
+    println!("   boifi get                      # the policies, their revision and expiry");
+    println!("   boifi watch                    # every change, as the sidecars receive it");
+    println!("   boifi apply -f {EXAMPLE_FILE}   # after editing it: configured");
+    println!("   boifi halt --reason \"enough\"   # kill switch: no faults anywhere");
+    println!("   boifi resume");
+    println!("   boifi delete ratings-delay");
     println!(
         "   curl -si -H 'x-user: test' http://{}/api/products   # reviews-0: sometimes 503",
         reviews.addr()
@@ -290,23 +354,10 @@ fn print_next_steps(mesh: &Mesh) {
         ratings.addr()
     );
     println!(
-        "   curl -N 'http://{api}/v1/config/stream?namespace=demo&service=reviews'   # reviews' \
-         stream: a policy written through the API shows up here at once"
-    );
-    println!(
-        "   curl -s -X POST -H 'content-type: application/json' --data @{EXAMPLE_FILE} http://{api}/v1/policies"
-    );
-    println!("   curl -s -X DELETE http://{api}/v1/policies/ratings-delay");
-    println!("   curl -s -X POST http://{api}/v1/halt     # kill switch: no faults anywhere");
-    println!("   curl -s -X DELETE http://{api}/v1/halt   # resume");
-    println!(
-        "   curl -s http://{}/stats | grep boifi      # the plugin's stats",
+        "   curl -s http://{}/stats/prometheus | grep boifi_faults   # the plugin's stats",
         reviews.admin_addr()
     );
-    println!(
-        "   curl -s http://{}/stats/prometheus | grep boifi_faults",
-        reviews.admin_addr()
-    );
+    println!("   curl -s http://{api}/v1/policies   # the API under the CLI (docs/api.md)");
 }
 
 /// Blocks until Ctrl-C or SIGTERM, so the mesh is dropped (every process stopped) either way.
@@ -363,11 +414,9 @@ mod tests {
     }
 
     #[test]
-    fn the_example_policy_parses_and_is_the_one_described() {
-        let example: Value = serde_json::from_str(EXAMPLE_POLICY).expect("JSON");
-        assert_eq!(example["metadata"]["name"], "reviews-abort");
-        assert_eq!(example["spec"]["selector"]["service"], "reviews");
-        assert_eq!(example["spec"]["selector"]["labels"]["version"], "v2");
-        assert_eq!(example["spec"]["rules"][0]["fault"]["percentage"], 50);
+    fn the_examples_exist() {
+        for file in [EXAMPLE_FILE, DELAY_FILE] {
+            assert!(repo_file(file).is_file(), "{file}");
+        }
     }
 }

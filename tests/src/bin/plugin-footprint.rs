@@ -30,15 +30,7 @@ struct Args {
 }
 
 fn rss(envoy: &Envoy) -> Result<u64, String> {
-    let pid = envoy.pid().ok_or("Envoy has no PID")?;
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .ok_or_else(|| "no VmRSS".to_owned())
+    boifi_tests::process::resident_bytes(envoy.pid().ok_or("Envoy has no PID")?)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -1,13 +1,16 @@
 //! The control plane of the local mesh: real etcd plus the `policy-api` and `sse-broadcaster`
-//! binaries ([`ControlPlaneKind::Separate`]), or `boifi serve` alone on its embedded store
-//! ([`ControlPlaneKind::Serve`]), as processes on loopback with auth off; and the API calls the
-//! scenarios make (policies, the kill switch).
+//! binaries ([`ControlPlaneKind::Separate`], with one or more broadcaster replicas on the same
+//! etcd), or `boifi serve` alone on its embedded store ([`ControlPlaneKind::Serve`]), as
+//! processes on loopback with auth off (policy-api gathers the sidecar tables of every
+//! replica: `BOIFI_BROADCASTERS`); and the API calls the scenarios make (policies, the kill
+//! switch, a broadcaster replica's sidecar table, the API's merged one).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use boifi_policy::wire::{SidecarList, SidecarsPage, SidecarsQuery};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -88,10 +91,29 @@ pub struct Written {
     pub policy: Value,
 }
 
+/// The broadcasters of a control plane: how many replicas (each its own process on the same
+/// etcd, named `sse-broadcaster-<i>` by `HOSTNAME`; `Serve` has exactly one) and `BOIFI_*`
+/// variables for them (`boifi serve` takes them too).
+#[derive(Debug, Clone)]
+pub struct Broadcasters {
+    pub replicas: usize,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Broadcasters {
+    fn default() -> Self {
+        Broadcasters {
+            replicas: 1,
+            env: Vec::new(),
+        }
+    }
+}
+
 /// The control plane: its processes, data and ports survive [`stop`](Self::stop) and
 /// [`restart`](Self::restart). Stopped by PID on drop.
 pub struct ControlPlane {
     kind: ControlPlaneKind,
+    broadcasters: Broadcasters,
     services: Vec<Service>,
     etcd: Option<EtcdServer>,
     dir: TempDir,
@@ -101,6 +123,23 @@ impl ControlPlane {
     /// Starts the control plane on free loopback ports (or `api_port` for the API when given)
     /// and waits until every service is ready.
     pub fn start(kind: ControlPlaneKind, api_port: Option<u16>) -> Result<ControlPlane, String> {
+        Self::start_with(kind, api_port, Broadcasters::default())
+    }
+
+    /// [`ControlPlane::start`] with `broadcasters` replicas and settings.
+    pub fn start_with(
+        kind: ControlPlaneKind,
+        api_port: Option<u16>,
+        broadcasters: Broadcasters,
+    ) -> Result<ControlPlane, String> {
+        if broadcasters.replicas == 0
+            || (kind == ControlPlaneKind::Serve && broadcasters.replicas != 1)
+        {
+            return Err(format!(
+                "{kind:?} cannot run {} broadcasters",
+                broadcasters.replicas
+            ));
+        }
         let dir = tempfile::Builder::new()
             .prefix("boifi-control-")
             .tempdir()
@@ -112,6 +151,7 @@ impl ControlPlane {
         };
         let mut plane = ControlPlane {
             kind,
+            broadcasters,
             services: Vec::new(),
             etcd,
             dir,
@@ -139,11 +179,13 @@ impl ControlPlane {
         Ok(match self.kind {
             ControlPlaneKind::Serve => {
                 let data = self.dir.path().join("data");
+                let mut env = vec![("BOIFI_DATA_DIR".into(), data.display().to_string())];
+                env.extend(self.broadcasters.env.iter().cloned());
                 vec![Service {
                     name: "boifi serve",
                     binary: workspace_binary("boifi")?,
                     args: vec!["serve".into()],
-                    env: vec![("BOIFI_DATA_DIR".into(), data.display().to_string())],
+                    env,
                     addr: api_addr,
                     log: log("boifi"),
                     process: None,
@@ -156,30 +198,42 @@ impl ControlPlane {
                     .map(EtcdServer::endpoint)
                     .ok_or("no etcd")?;
                 let store = vec![("BOIFI_ETCD_ENDPOINTS".to_owned(), endpoints)];
-                let mut stream_addr = addr(free_port());
-                while stream_addr == api_addr {
-                    stream_addr = addr(free_port());
+                let mut stream_addrs: Vec<SocketAddr> = Vec::new();
+                while stream_addrs.len() < self.broadcasters.replicas {
+                    let stream_addr = addr(free_port());
+                    if stream_addr != api_addr && !stream_addrs.contains(&stream_addr) {
+                        stream_addrs.push(stream_addr);
+                    }
                 }
-                vec![
-                    Service {
-                        name: "policy-api",
-                        binary: workspace_binary("policy-api")?,
-                        args: Vec::new(),
-                        env: store.clone(),
-                        addr: api_addr,
-                        log: log("policy-api"),
-                        process: None,
-                    },
-                    Service {
+                // policy-api gathers the sidecar tables of every replica.
+                let broadcasters: Vec<String> =
+                    stream_addrs.iter().map(|a| format!("http://{a}")).collect();
+                let mut api_env = store.clone();
+                api_env.push(("BOIFI_BROADCASTERS".to_owned(), broadcasters.join(",")));
+                let mut services = vec![Service {
+                    name: "policy-api",
+                    binary: workspace_binary("policy-api")?,
+                    args: Vec::new(),
+                    env: api_env,
+                    addr: api_addr,
+                    log: log("policy-api"),
+                    process: None,
+                }];
+                for (replica, stream_addr) in stream_addrs.into_iter().enumerate() {
+                    let mut env = store.clone();
+                    env.extend(self.broadcasters.env.iter().cloned());
+                    env.push(("HOSTNAME".into(), format!("sse-broadcaster-{replica}")));
+                    services.push(Service {
                         name: "sse-broadcaster",
                         binary: workspace_binary("sse-broadcaster")?,
                         args: Vec::new(),
-                        env: store,
+                        env,
                         addr: stream_addr,
-                        log: log("sse-broadcaster"),
+                        log: log(&format!("sse-broadcaster-{replica}")),
                         process: None,
-                    },
-                ]
+                    });
+                }
+                services
             }
         })
     }
@@ -203,9 +257,89 @@ impl ControlPlane {
         self.services[0].addr
     }
 
-    /// Where the sidecars poll for policies.
+    /// Where the sidecars poll for policies (the first broadcaster replica).
     pub fn stream_addr(&self) -> SocketAddr {
-        self.services[self.services.len() - 1].addr
+        self.stream_addrs()[0]
+    }
+
+    /// Every broadcaster replica, in order.
+    pub fn stream_addrs(&self) -> Vec<SocketAddr> {
+        let first = self.services.len() - self.broadcasters.replicas;
+        self.services[first..].iter().map(|s| s.addr).collect()
+    }
+
+    /// Broadcaster replica `replica`'s own sidecar table (`GET /v1/sidecars`, every page).
+    /// `Serve` has no such route (policy-api owns `/v1/sidecars` there).
+    pub fn sidecars(&self, replica: usize) -> Result<SidecarsPage, String> {
+        let addr = *self
+            .stream_addrs()
+            .get(replica)
+            .ok_or_else(|| format!("no broadcaster replica {replica}"))?;
+        let mut query = SidecarsQuery::default();
+        let mut all: Option<SidecarsPage> = None;
+        loop {
+            let path = format!("/v1/sidecars?{}", query.encode());
+            let r = http_request(addr, "GET", &path, &[], None, REQUEST_TIMEOUT)
+                .map_err(|e| format!("GET {path}: {e}"))?;
+            if r.status != 200 {
+                return Err(format!("GET {path}: {} {}", r.status, r.body_text()));
+            }
+            let page: SidecarsPage = serde_json::from_slice(&r.body)
+                .map_err(|e| format!("GET {path}: not a sidecars page: {e}"))?;
+            query.continue_token = page.continue_token.clone();
+            match all.as_mut() {
+                None => all = Some(page),
+                Some(all) => all.sidecars.extend(page.sidecars),
+            }
+            if query.continue_token.is_none() {
+                break;
+            }
+        }
+        Ok(all.expect("one page at least"))
+    }
+
+    /// policy-api's merged sidecar table (`GET /v1/sidecars?<query>`, every page).
+    pub fn api_sidecars(&self, query: &str) -> Result<SidecarList, String> {
+        let mut all: Option<SidecarList> = None;
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/sidecars?{query}");
+            if let Some(token) = &token {
+                path.push_str(&format!("&continue={token}"));
+            }
+            let r = self.call("GET", &path, None)?;
+            if r.status != 200 {
+                return Err(format!("GET {path}: {} {}", r.status, r.body_text()));
+            }
+            let mut page: SidecarList = serde_json::from_slice(&r.body)
+                .map_err(|e| format!("GET {path}: not a sidecar list: {e}"))?;
+            token = page.continue_token.take();
+            match all.as_mut() {
+                None => all = Some(page),
+                Some(all) => all.sidecars.extend(page.sidecars),
+            }
+            if token.is_none() {
+                return Ok(all.expect("one page at least"));
+            }
+        }
+    }
+
+    /// `GET /v1/policies/{name}` as the API answers it.
+    pub fn policy(&self, name: &str) -> Result<Value, String> {
+        let r = self.call("GET", &format!("/v1/policies/{name}"), None)?;
+        if r.status != 200 {
+            return Err(format!("GET {name}: {} {}", r.status, r.body_text()));
+        }
+        serde_json::from_slice(&r.body).map_err(|e| format!("GET {name}: not JSON: {e}"))
+    }
+
+    /// Stops broadcaster replica `replica` by PID (SIGKILL, like a crash); the other
+    /// processes keep running.
+    pub fn stop_broadcaster(&mut self, replica: usize) {
+        let first = self.services.len() - self.broadcasters.replicas;
+        if let Some(service) = self.services.get_mut(first + replica) {
+            service.stop();
+        }
     }
 
     /// etcd's client URL, when the control plane has one.
@@ -317,8 +451,9 @@ impl ControlPlane {
     }
 }
 
-/// One more `sse-broadcaster` process on a control plane's etcd, as another replica behind the
-/// same Kubernetes Service would be: it watches the store itself. Stopped by PID on drop.
+/// An `sse-broadcaster` process of a given build on a control plane's etcd, started and
+/// stopped on its own (the fan-out benchmark starts each build it compares fresh for each
+/// round; [`Broadcasters`] are the plane's own replicas). Stopped by PID on drop.
 pub struct BroadcasterProcess {
     // Before `dir`: stopped while its log still exists.
     process: Process,

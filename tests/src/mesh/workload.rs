@@ -17,6 +17,8 @@ pub struct WorkloadSpec {
     pub name: String,
     pub labels: Vec<(String, String)>,
     pub replicas: usize,
+    /// Which broadcaster replica its sidecars poll (see [`MeshBuilder::broadcasters`](super::MeshBuilder::broadcasters)).
+    pub broadcaster: usize,
 }
 
 impl WorkloadSpec {
@@ -27,6 +29,7 @@ impl WorkloadSpec {
             name: name.into(),
             labels: vec![("app".into(), name.into())],
             replicas: 2,
+            broadcaster: 0,
         }
     }
 
@@ -41,11 +44,19 @@ impl WorkloadSpec {
         self.replicas = n;
         self
     }
+
+    /// Its sidecars poll broadcaster replica `index`.
+    pub fn broadcaster(mut self, index: usize) -> Self {
+        self.broadcaster = index;
+        self
+    }
 }
 
 /// One Envoy sidecar and the upstream it fronts.
 pub struct Replica {
     name: String,
+    /// The pod's name, as its node metadata `NAME` says.
+    pod: String,
     envoy: Envoy,
     upstream: Upstream,
     client: KeepAliveClient,
@@ -73,10 +84,12 @@ impl Replica {
         if let Some(config) = plugin_config {
             builder = builder.plugin_config(config);
         }
+        let pod = builder.pod().name;
         let envoy = builder.start();
         let client = KeepAliveClient::new(envoy.addr(), REQUEST_TIMEOUT);
         Replica {
             name,
+            pod,
             envoy,
             upstream,
             client,
@@ -88,8 +101,18 @@ impl Replica {
         &self.name
     }
 
+    /// The pod's name (node metadata `NAME`), as sidecar reports give it.
+    pub fn pod(&self) -> &str {
+        &self.pod
+    }
+
     pub fn envoy(&self) -> &Envoy {
         &self.envoy
+    }
+
+    /// Stops this sidecar's Envoy (by PID), as when its pod goes away.
+    pub fn stop(&mut self) {
+        self.envoy.stop();
     }
 
     pub fn upstream(&self) -> &Upstream {

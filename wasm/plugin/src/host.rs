@@ -59,12 +59,14 @@ pub trait Host {
     /// Sets (replaces) a response header.
     fn set_response_header(&self, name: &str, value: &str) -> bool;
 
-    /// Sends a GET to `cluster`; the answer comes to the root context under the returned token.
+    /// Sends a GET with `headers` besides the pseudo-headers to `cluster`; the answer comes to
+    /// the root context under the returned token.
     fn dispatch_get(
         &self,
         cluster: &str,
         authority: &str,
         path: &str,
+        headers: &[(&str, &str)],
         timeout_ms: u64,
     ) -> Result<u32, String>;
 
@@ -78,6 +80,9 @@ pub trait Host {
     fn increment_metric(&self, id: u32, by: i64);
 
     fn record_metric(&self, id: u32, value: u64);
+
+    /// The value of stat `id`: Envoy's, so a counter holds every VM's increments.
+    fn metric_value(&self, id: u32) -> Option<u64>;
 }
 
 /// The real host.
@@ -173,18 +178,20 @@ impl Host for Envoy {
         cluster: &str,
         authority: &str,
         path: &str,
+        headers: &[(&str, &str)],
         timeout_ms: u64,
     ) -> Result<u32, String> {
-        let headers = vec![
+        let mut all = vec![
             (":method", "GET"),
             (":path", path),
             (":authority", authority),
             (":scheme", "http"),
             ("accept", "text/event-stream"),
         ];
+        all.extend_from_slice(headers);
         hostcalls::dispatch_http_call(
             cluster,
-            headers,
+            all,
             None,
             vec![],
             Duration::from_millis(timeout_ms),
@@ -220,6 +227,10 @@ impl Host for Envoy {
 
     fn record_metric(&self, id: u32, value: u64) {
         let _ = hostcalls::record_metric(id, value);
+    }
+
+    fn metric_value(&self, id: u32) -> Option<u64> {
+        hostcalls::get_metric(id).ok()
     }
 }
 

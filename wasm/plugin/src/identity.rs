@@ -1,5 +1,5 @@
 //! Who this sidecar serves: `WORKLOAD_NAME`, `NAMESPACE` and `LABELS` from Envoy's node metadata,
-//! as Istio sets them.
+//! as Istio sets them; and which pod it is (`NAME`, else the node id), for its reports.
 //!
 //! Upstream Envoy serves node metadata at `xds.node.metadata.KEY`; Istio's proxy also at
 //! `node.metadata.KEY`. Both are tried, upstream's first. A map value such as `LABELS` comes as
@@ -24,10 +24,16 @@ const MAX_VALUE_BYTES: usize = 1024;
 const MAX_LABELS: usize = 128;
 const MAX_MAP_BYTES: usize = 64 * 1024;
 
+/// Property paths of the Envoy node id, in the order they are tried.
+pub const NODE_ID_PATHS: [&[&str]; 2] = [&["xds", "node", "id"], &["node", "id"]];
+
 /// The workload identity and what could not be read (for a warning in the log).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Resolved {
     pub workload: Workload,
+    /// The pod: node metadata `NAME` as pilot-agent sets it, else the node id (Istio's
+    /// `sidecar~<ip>~<pod>.<namespace>~...`); empty when neither can be read.
+    pub pod: String,
     /// False when `LABELS` was present but unreadable (absent means the workload has none).
     pub labels_known: bool,
     pub problems: Vec<String>,
@@ -64,12 +70,34 @@ pub fn resolve(mut get: impl FnMut(&[&str]) -> Option<Vec<u8>>) -> Resolved {
             }
         },
     };
+    let name_found = lookup("NAME").map(|bytes| decode_string(&bytes));
+    let pod = match name_found {
+        Some(Ok(pod)) if !pod.is_empty() => pod,
+        found => {
+            let node_id = NODE_ID_PATHS
+                .iter()
+                .find_map(|path| get(path))
+                .and_then(|bytes| decode_string(&bytes).ok())
+                .unwrap_or_default();
+            let why = match found {
+                Some(Err(e)) => e,
+                _ => "not in node metadata",
+            };
+            problems.push(if node_id.is_empty() {
+                format!("NAME: {why}, and no node id")
+            } else {
+                format!("NAME: {why}; the node id names this sidecar")
+            });
+            node_id
+        }
+    };
     Resolved {
         workload: Workload {
             namespace,
             name,
             labels,
         },
+        pod,
         labels_known,
         problems,
     }

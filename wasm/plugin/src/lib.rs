@@ -34,6 +34,7 @@ pub mod identity;
 pub mod lease;
 pub mod metrics;
 pub mod poll;
+pub mod report;
 pub mod request;
 pub mod rng;
 #[cfg(test)]

@@ -35,6 +35,9 @@ pub const NO_REQUEST_ID: &str = "boifi_sampled_without_request_id";
 pub const HELD_REQUESTS: &str = "boifi_held_requests";
 /// Requests a delay would have held past the cap (`max_held_requests`): passed unfaulted.
 pub const HELD_OVERFLOW: &str = "boifi_held_overflow";
+/// 1 when the sidecar's labels were left out of its reports (too many or too long); policy-api
+/// then cannot match it against selectors with labels.
+pub const REPORT_LABELS_DROPPED: &str = "boifi_report_labels_dropped";
 /// Times the plugin let traffic through because it could not work: bad configuration, or a
 /// host call that failed while applying a fault.
 pub const FAIL_OPEN: &str = "boifi_fail_open";

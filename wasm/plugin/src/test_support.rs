@@ -69,7 +69,9 @@ pub fn nested(n: usize) -> String {
     format!("{}null{}", "[".repeat(n), "]".repeat(n))
 }
 
-/// One Envoy process as its VMs see it: one wall clock and one shared-data store.
+/// One Envoy process as its VMs see it: one wall clock, one shared-data store and one set of
+/// stats (each VM defines its own ids, as in Envoy, but a counter's value is the sum of every
+/// VM's increments).
 ///
 /// Shared data follows proxy-wasm-cpp-host (`src/shared_data.cc`): every write gets the next
 /// CAS from one counter for all keys (never 0); a write that carries a CAS fails unless it is
@@ -79,6 +81,8 @@ pub struct Process {
     now_ns: Cell<u64>,
     shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     next_cas: Cell<u32>,
+    /// Stat values by name: counters summed, gauges and histograms their last value.
+    stats: RefCell<HashMap<String, i64>>,
 }
 
 impl Process {
@@ -88,6 +92,7 @@ impl Process {
             now_ns: Cell::new(now_ms * 1_000_000),
             shared: RefCell::default(),
             next_cas: Cell::new(1),
+            stats: RefCell::default(),
         })
     }
 
@@ -131,9 +136,10 @@ impl Process {
 /// What a VM did through its host that a test looks at, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    /// A poll: its `:path` and timeout.
+    /// A poll: its `:path`, its headers besides the pseudo-headers, and its timeout.
     Dispatch {
         path: String,
+        headers: Vec<(String, String)>,
         timeout_ms: u64,
     },
     Resume {
@@ -209,6 +215,22 @@ impl FakeHost {
             .collect()
     }
 
+    /// The headers of the polls among `calls`.
+    pub fn poll_headers(calls: &[Call]) -> Vec<&[(String, String)]> {
+        calls
+            .iter()
+            .filter_map(|call| match call {
+                Call::Dispatch { headers, .. } => Some(headers.as_slice()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The value of stat `name` in the whole process (every VM's increments).
+    pub fn process_stat(&self, name: &str) -> i64 {
+        self.process.stats.borrow().get(name).copied().unwrap_or(0)
+    }
+
     /// The tick period last armed, in ms.
     pub fn tick_ms(&self) -> Option<u64> {
         self.vm.tick_ms.get()
@@ -270,8 +292,14 @@ impl FakeHost {
     }
 
     fn stat(&self, id: u32, value: i64) {
-        if let Some((_, _, values)) = self.vm.stats.borrow_mut().get_mut(id as usize) {
+        if let Some((kind, name, values)) = self.vm.stats.borrow_mut().get_mut(id as usize) {
             values.push(value);
+            let mut process = self.process.stats.borrow_mut();
+            let total = process.entry(name.clone()).or_insert(0);
+            match kind {
+                Kind::Counter => *total += value,
+                Kind::Gauge | Kind::Histogram => *total = value,
+            }
         }
     }
 }
@@ -367,6 +395,7 @@ impl Host for FakeHost {
         _cluster: &str,
         _authority: &str,
         path: &str,
+        headers: &[(&str, &str)],
         timeout_ms: u64,
     ) -> Result<u32, String> {
         if self.vm.refuse_dispatch.get() {
@@ -374,6 +403,10 @@ impl Host for FakeHost {
         }
         self.record(Call::Dispatch {
             path: path.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
             timeout_ms,
         });
         let token = self.vm.tokens.get() + 1;
@@ -402,5 +435,11 @@ impl Host for FakeHost {
 
     fn record_metric(&self, id: u32, value: u64) {
         self.stat(id, i64::try_from(value).unwrap_or(i64::MAX));
+    }
+
+    fn metric_value(&self, id: u32) -> Option<u64> {
+        let stats = self.vm.stats.borrow();
+        let (_, name, _) = stats.get(id as usize)?;
+        u64::try_from(self.process_stat(name)).ok()
     }
 }

@@ -7,6 +7,9 @@
 //!   tick for the earliest of the next hold deadline and the poller's wake-up.
 //! - Poll answer ([`Vm::on_poll_response`]): a snapshot is shared with the other VMs and
 //!   applied, and the next poll goes out at once; a failure keeps the set and backs off.
+//! - Reports ([`crate::report`]): every poll carries the sidecar's identity and the fault
+//!   counts that changed since the last answered poll, read from Envoy's stats when the poll
+//!   is sent; an answer acknowledges them.
 //! - Request ([`Vm::on_request_headers`]): decide; an abort without delay is sent at once, a
 //!   delay holds the request until the tick releases it (aborted or forwarded). A halted
 //!   snapshot releases every held request at once.
@@ -17,7 +20,8 @@
 
 use std::rc::Rc;
 
-use boifi_policy::Workload;
+use boifi_policy::wire::{FaultCounts, SidecarIdentity, INJECTED_HEADER, SIDECAR_HEADER};
+use boifi_policy::{CompiledFault, CompiledPolicy, Workload};
 use log::{debug, error, info, warn};
 use proxy_wasm::types::Action;
 
@@ -29,6 +33,7 @@ use crate::identity::Resolved;
 use crate::lease;
 use crate::metrics::{self, FaultType, Kind, Registry};
 use crate::poll::{self, FetchError, PollOutcome, Poller, Snapshot, MAX_BODY_BYTES};
+use crate::report::{Reports, Tracked};
 use crate::request::{HeaderSource, LazyRequest};
 use crate::rng::{Rng, SplitMix64};
 
@@ -77,6 +82,10 @@ pub struct Vm<H> {
     active: bool,
     config: Option<PluginConfig>,
     workload: Workload,
+    /// The [`SIDECAR_HEADER`] of every poll; `None` when the identity cannot be sent.
+    identity_header: Option<String>,
+    /// Fault counts to report with the next polls.
+    reports: Reports,
     poller: Option<Poller>,
     /// CAS of the shared snapshot mark last applied (or published) here.
     mark_cas: Option<u32>,
@@ -102,6 +111,8 @@ impl<H: Host> Vm<H> {
             active: false,
             config: None,
             workload: Workload::default(),
+            identity_header: None,
+            reports: Reports::default(),
             poller: None,
             mark_cas: None,
             set: Rc::new(PolicySet::default()),
@@ -148,6 +159,7 @@ impl<H: Host> Vm<H> {
         for problem in &resolved.problems {
             warn!("workload identity: {problem}");
         }
+        self.identity_header = self.identity_header(&resolved);
         self.workload = resolved.workload;
         info!(
             "workload {}/{}; policies from cluster {}",
@@ -166,6 +178,35 @@ impl<H: Host> Vm<H> {
         self.poll_wake_ns = now_ns;
         self.rearm(now_ns);
         true
+    }
+
+    /// The [`SIDECAR_HEADER`] value for this sidecar; labels that do not fit are left out, and
+    /// that is logged and shown in a gauge.
+    fn identity_header(&mut self, resolved: &Resolved) -> Option<String> {
+        let identity = SidecarIdentity {
+            pod: resolved.pod.clone(),
+            namespace: resolved.workload.namespace.clone(),
+            workload: resolved.workload.name.clone(),
+            labels: resolved
+                .labels_known
+                .then(|| resolved.workload.labels.clone()),
+        };
+        match identity.header_value() {
+            Ok(header) => {
+                if header.labels_dropped {
+                    warn!("sidecar reports leave the labels out: too many or too long");
+                }
+                self.gauge(
+                    metrics::REPORT_LABELS_DROPPED,
+                    u64::from(header.labels_dropped),
+                );
+                Some(header.value)
+            }
+            Err(e) => {
+                warn!("sidecar reports disabled: {e}");
+                None
+            }
+        }
     }
 
     /// The root context's tick.
@@ -201,6 +242,12 @@ impl<H: Host> Vm<H> {
         } else {
             poller.on_response(now_ms, status.as_deref(), &body, &mut self.rng)
         };
+        // An answered poll delivered its report (the broadcaster reads it on arrival).
+        if outcome.is_ok() {
+            self.reports.answered();
+        } else {
+            self.reports.failed();
+        }
         self.poll_wake_ns = poller.wake_at_ms().saturating_mul(NS_PER_MS);
         match outcome {
             Err(e) => {
@@ -370,6 +417,7 @@ impl<H: Host> Vm<H> {
         }
         let mut failures = 0;
         if let Some(err) = poller.abandon_if_stuck(now_ms, &mut self.rng) {
+            self.reports.failed();
             warn!(
                 "policy poll failed: {err}; keeping revision {}",
                 self.set.revision()
@@ -378,16 +426,27 @@ impl<H: Host> Vm<H> {
         }
         if poller.is_due(now_ms) {
             let request = poller.request();
+            let injected =
+                injected_header(&mut self.reports, &mut self.metrics, &self.host, now_ms);
+            let headers: Vec<(&str, &str)> = [
+                self.identity_header.as_deref().map(|v| (SIDECAR_HEADER, v)),
+                injected.as_deref().map(|v| (INJECTED_HEADER, v)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             // Calls dispatched under another context's id are answered to that context.
             self.host.set_effective_context(self.root_id);
             match self.host.dispatch_get(
                 &config.broadcaster_cluster,
                 &config.broadcaster_authority,
                 &request.path,
+                &headers,
                 request.timeout_ms,
             ) {
                 Ok(token) => poller.sent(token, now_ms),
                 Err(status) => {
+                    self.reports.failed();
                     let wait = poller.failed(now_ms, &mut self.rng);
                     warn!(
                         "cannot poll cluster {:?}: {status}; retry in {wait} ms",
@@ -447,6 +506,11 @@ impl<H: Host> Vm<H> {
             if set.halted() { ", halted" } else { "" }
         );
         let halted = set.halted();
+        let now_ms = self.host.now_ns().unwrap_or(0) / NS_PER_MS;
+        self.reports.track(
+            set.policies().iter().map(|p| (p.name(), fault_types(p))),
+            now_ms,
+        );
         self.gauge(metrics::CONFIG_REVISION, set.revision());
         self.gauge(metrics::POLICIES_ACTIVE, set.policies().len() as u64);
         self.gauge(metrics::HALTED, u64::from(halted));
@@ -541,6 +605,46 @@ impl<H: Host> Vm<H> {
             self.host.record_metric(id, value);
         }
     }
+}
+
+/// The [`INJECTED_HEADER`] for the next poll: the tracked policies' fault counters, read back
+/// from Envoy (every VM's increments), defined here on first use.
+fn injected_header(
+    reports: &mut Reports,
+    registry: &mut Registry,
+    host: &impl Host,
+    now_ms: u64,
+) -> Option<String> {
+    reports.header(now_ms, |tracked: &mut Tracked| {
+        let mut counts = [0; 2];
+        for (i, fault_type) in [FaultType::Abort, FaultType::Delay].into_iter().enumerate() {
+            if !tracked.types[i] {
+                continue;
+            }
+            let id = match tracked.ids[i] {
+                Some(id) => id,
+                None => {
+                    let name = metrics::faults_injected(&tracked.policy, fault_type);
+                    let id = registry.id(Kind::Counter, &name, |kind, name| {
+                        host.define_metric(kind, name)
+                    })?;
+                    *tracked.ids.get_mut(i)? = Some(id);
+                    id
+                }
+            };
+            counts[i] = host.metric_value(id)?;
+        }
+        Some(FaultCounts {
+            abort: counts[0],
+            delay: counts[1],
+        })
+    })
+}
+
+/// Whether any rule of `policy` aborts, and whether any delays: the counters it can move.
+fn fault_types(policy: &CompiledPolicy) -> [bool; 2] {
+    let any = |has: fn(&CompiledFault) -> bool| policy.rules().iter().any(|r| has(r.fault()));
+    [any(|f| f.abort().is_some()), any(|f| f.delay().is_some())]
 }
 
 /// Sends the plan's abort as a local reply on the effective context.

@@ -32,9 +32,21 @@ fn every_variable_is_read() {
         ("BOIFI_ETCD_PREFIX", "/chaos"),
         ("BOIFI_DATA_DIR", "/var/lib/boifi"),
         ("BOIFI_AUTH_DISABLED", "TRUE"),
+        (
+            "BOIFI_BROADCASTERS",
+            " http://boifi-sse-broadcaster-headless.boifi.svc:8081/, ,http://10.0.0.7:9000",
+        ),
     ])
     .unwrap();
     assert_eq!(config.listen_addr, "0.0.0.0:9000");
+    let broadcasters: Vec<String> = config.broadcasters.iter().map(|b| b.to_string()).collect();
+    assert_eq!(
+        broadcasters,
+        [
+            "http://boifi-sse-broadcaster-headless.boifi.svc:8081",
+            "http://10.0.0.7:9000"
+        ]
+    );
     assert_eq!(
         config.store.etcd_endpoints,
         ["http://a:2379", "http://b:2379"]
@@ -56,6 +68,29 @@ fn empty_values_count_as_unset() {
     assert!(config.store.etcd_endpoints.is_empty());
     assert_eq!(config.listen_addr, DEFAULT_LISTEN_ADDR);
     assert_eq!(config.auth, AuthConfig::Disabled);
+    assert!(config.broadcasters.is_empty());
+}
+
+#[test]
+fn broadcaster_urls_are_checked() {
+    for bad in [
+        "boifi-sse-broadcaster:8081",
+        "https://b:8081",
+        "http://b:8081/v1",
+        "http://b:8081?x=1",
+        "http://u:p@b:8081",
+        "http://b:8081,ftp://c",
+    ] {
+        let var = invalid_var(&[("BOIFI_AUTH_DISABLED", "true"), ("BOIFI_BROADCASTERS", bad)]);
+        assert_eq!(var, "BOIFI_BROADCASTERS", "{bad}");
+    }
+    let config = parse(&[
+        ("BOIFI_AUTH_DISABLED", "true"),
+        ("BOIFI_BROADCASTERS", "http://[::1]:8081,http://b"),
+    ])
+    .unwrap();
+    let urls: Vec<String> = config.broadcasters.iter().map(|b| b.to_string()).collect();
+    assert_eq!(urls, ["http://[::1]:8081", "http://b:80"]);
 }
 
 #[test]

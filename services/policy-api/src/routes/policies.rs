@@ -5,58 +5,102 @@
 //! stored. The server stamps `status` (times, expiry); reads fill in the store revision and
 //! mark expired rules.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::web::{self, Bytes};
-use actix_web::{dev::Payload, error::PayloadError, FromRequest, HttpRequest, HttpResponse};
+use actix_web::web;
+use actix_web::{HttpRequest, HttpResponse};
 use boifi_policy::{status, Format, Policy, ValidPolicy};
-use boifi_store::{Precondition, Revision, StoreError, StoredPolicy};
+use boifi_store::{AuditAction, Precondition, Revision, StoreError, StoredPolicy};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::auth::{Reader, Writer};
-use crate::error::{payload_error, ErrorBody};
+use crate::error::ErrorBody;
+use crate::routes::audit;
+use crate::routes::body::Body;
+use crate::sidecars::SidecarView;
 use crate::{ApiError, AppState};
+
+pub mod list;
+
+use list::ListQuery;
 
 /// Writes without a client precondition are checked against what we read, so the kept
 /// `created_at` is that of the policy replaced; when other writers keep getting in between,
 /// the last attempt writes unconditionally (last writer wins, as the client asked).
 const WRITE_ATTEMPTS: usize = 4;
 
-/// `GET /v1/policies`.
+/// The optimistic-concurrency headers of `POST`/`PUT` ([`precondition`] reads them).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct WritePreconditions {
+    /// Write only if the stored revision is this one (the `ETag`, quotes optional).
+    #[param(rename = "If-Match", pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#)]
+    pub if_match: Option<String>,
+    /// `*`: write only if the name is new.
+    #[param(rename = "If-None-Match", pattern = r"^\*$")]
+    pub if_none_match: Option<String>,
+}
+
+/// What `POST` and `PUT` answer (for the OpenAPI document).
+#[derive(IntoResponses)]
+pub enum WriteResponses {
+    #[response(status = 201, description = "Created", headers(
+        ("ETag" = String, description = "Quoted store revision"),
+        ("Location" = String, description = "The new policy's path")))]
+    Created(Policy),
+    #[response(status = 200, description = "Replaced", headers(
+        ("ETag" = String, description = "Quoted store revision")))]
+    Replaced(Policy),
+    #[response(
+        status = 400,
+        description = "Every problem, with field paths (YAML syntax: field \"\", message \"line L, column C: ...\")"
+    )]
+    Invalid(ErrorBody),
+    #[response(status = 401, description = "Missing or unknown token")]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "Token is not a writer, or the request came from another origin"
+    )]
+    Forbidden(ErrorBody),
+    #[response(status = 409, description = "Precondition failed")]
+    Conflict(ErrorBody),
+    #[response(status = 413, description = "Body larger than 1 MiB")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "Body neither JSON nor YAML")]
+    UnsupportedMediaType(ErrorBody),
+    #[response(status = 503, description = "Store unavailable")]
+    Unavailable(ErrorBody),
+}
+
+/// `GET /v1/policies`: a page of policies.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PolicyList {
     /// Sorted by name.
     pub policies: Vec<Policy>,
-}
-
-/// A policy request body, read as bytes up to the `PayloadConfig` limit (1 MiB).
-pub struct PolicyBody(pub Bytes);
-
-impl FromRequest for PolicyBody {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let bytes = Bytes::from_request(req, payload);
-        Box::pin(async move {
-            bytes
-                .await
-                .map(PolicyBody)
-                .map_err(|e| match e.as_error::<PayloadError>() {
-                    Some(payload) => payload_error(payload),
-                    None => ApiError::BadRequest(format!("cannot read the request body: {e}")),
-                })
-        })
-    }
+    /// Present when more policies remain: send it back as `continue` (with the same other
+    /// parameters) for the next page. Opaque.
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[utoipa::path(
     get, path = "/v1/policies", tag = "policies",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "Policies per page, 1-1000; default 500"),
+        ("continue" = Option<String>, Query, pattern = "^(2d|3[0-9]|6[1-9a-f]|7[0-9a]){1,63}$",
+            description = "The `continue` of the previous page"),
+        ("namespace" = Option<String>, Query, max_length = 253, pattern = "^[!-~]*$",
+            description = "Only policies whose selector can match a workload in this namespace"),
+        ("service" = Option<String>, Query, max_length = 253, pattern = "^[!-~]*$",
+            description = "Only policies whose selector can match a workload of this name"),
+    ),
     responses(
-        (status = 200, description = "All policies, sorted by name", body = PolicyList),
+        (status = 200, description = "A page of policies, sorted by name", body = PolicyList),
+        (status = 400, description = "A query parameter is unknown, repeated or invalid; `details` names it", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
@@ -65,23 +109,32 @@ impl FromRequest for PolicyBody {
 pub async fn list_policies(
     _: Reader,
     state: web::Data<AppState>,
+    req: HttpRequest,
 ) -> Result<web::Json<PolicyList>, ApiError> {
+    let query = ListQuery::parse(req.query_string()).map_err(ApiError::invalid_query)?;
     let snapshot = state
         .metrics
         .store_result("snapshot", state.store.snapshot().await)?;
     state.metrics.set_policies(snapshot.policies.len());
+    let (page, next) = list::page(
+        snapshot.policies,
+        &query,
+        |p| &p.policy.metadata.name,
+        |p| &p.policy.spec.selector,
+    );
+    let newest = page.iter().map(|p| p.revision).max().unwrap_or(0);
+    let view = sidecar_view(&state, newest).await;
     let now = state.clock.now_ms();
-    let policies = snapshot
-        .policies
+    let policies = page
         .into_iter()
-        .map(|p| for_output(p.policy, p.revision, now))
+        .map(|p| with_sidecar_status(for_output(p.policy, p.revision, now), view.as_deref()))
         .collect();
-    Ok(web::Json(PolicyList { policies }))
+    Ok(web::Json(PolicyList { policies, next }))
 }
 
 #[utoipa::path(
     get, path = "/v1/policies/{name}", tag = "policies",
-    params(("name" = String, Path, description = "Policy name")),
+    params(("name" = String, Path, description = "Policy name", example = "reviews-abort")),
     responses(
         (status = 200, description = "The policy; `ETag` is its revision", body = Policy,
             headers(("ETag" = String, description = "Quoted store revision"))),
@@ -100,7 +153,11 @@ pub async fn get_policy(
         .metrics
         .store_result("get", state.store.get(&name).await)?
         .ok_or_else(|| not_found(&name))?;
-    let policy = for_output(policy, revision, state.clock.now_ms());
+    let view = sidecar_view(&state, revision).await;
+    let policy = with_sidecar_status(
+        for_output(policy, revision, state.clock.now_ms()),
+        view.as_deref(),
+    );
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag(revision)))
         .json(policy))
@@ -108,88 +165,82 @@ pub async fn get_policy(
 
 #[utoipa::path(
     post, path = "/v1/policies", tag = "policies",
-    request_body(content = Policy, description = "The policy; `status` is ignored"),
+    request_body(description = "The policy, JSON or YAML (one document); `status` is ignored",
+        content((Policy = "application/json"), (Policy = "application/yaml"))),
     params(
-        ("If-Match" = Option<String>, Header, description = "Write only if the stored revision is this one"),
-        ("If-None-Match" = Option<String>, Header, description = "`*`: write only if the name is new"),
+        WritePreconditions,
+        ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
-    responses(
-        (status = 201, description = "Created", body = Policy),
-        (status = 200, description = "Replaced", body = Policy),
-        (status = 400, description = "Every problem, with field paths", body = ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
-        (status = 403, description = "Token is not a writer", body = ErrorBody),
-        (status = 409, description = "Precondition failed", body = ErrorBody),
-        (status = 413, description = "Body larger than 1 MiB", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
-    ),
+    responses(WriteResponses),
     security(("bearer" = []))
 )]
 pub async fn create_policy(
-    _: Writer,
+    who: Writer,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: PolicyBody,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let precondition = precondition(req.headers())?;
-    let policy = validate(&body.0, None)?;
-    write(&state, policy, precondition).await
+    let reason = audit::header_reason(req.headers())?;
+    let policy = validate(&body.bytes, body.format, None)?;
+    write(&state, &who, reason.as_deref(), policy, precondition).await
 }
 
 #[utoipa::path(
     put, path = "/v1/policies/{name}", tag = "policies",
-    request_body(content = Policy, description = "The policy; `metadata.name` must equal `name`"),
+    request_body(description = "The policy, JSON or YAML (one document); `metadata.name` must equal `name`",
+        content((Policy = "application/json"), (Policy = "application/yaml"))),
     params(
-        ("name" = String, Path, description = "Policy name"),
-        ("If-Match" = Option<String>, Header, description = "Write only if the stored revision is this one"),
-        ("If-None-Match" = Option<String>, Header, description = "`*`: write only if the name is new"),
+        ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
+        WritePreconditions,
+        ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
-    responses(
-        (status = 201, description = "Created", body = Policy),
-        (status = 200, description = "Replaced", body = Policy),
-        (status = 400, description = "Every problem, with field paths", body = ErrorBody),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody),
-        (status = 403, description = "Token is not a writer", body = ErrorBody),
-        (status = 409, description = "Precondition failed", body = ErrorBody),
-        (status = 413, description = "Body larger than 1 MiB", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
-    ),
+    responses(WriteResponses),
     security(("bearer" = []))
 )]
 pub async fn replace_policy(
-    _: Writer,
+    who: Writer,
     state: web::Data<AppState>,
     req: HttpRequest,
     name: web::Path<String>,
-    body: PolicyBody,
+    body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let precondition = precondition(req.headers())?;
-    let policy = validate(&body.0, Some(&name))?;
-    write(&state, policy, precondition).await
+    let reason = audit::header_reason(req.headers())?;
+    let policy = validate(&body.bytes, body.format, Some(&name))?;
+    write(&state, &who, reason.as_deref(), policy, precondition).await
 }
 
 #[utoipa::path(
     delete, path = "/v1/policies/{name}", tag = "policies",
     params(
-        ("name" = String, Path, description = "Policy name"),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the stored revision is this one"),
+        ("name" = String, Path, description = "Policy name", example = "reviews-abort"),
+        ("If-Match" = Option<String>, Header, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#,
+            description = "Delete only if the stored revision is this one (the `ETag`, quotes optional)"),
+        ("X-Boifi-Reason" = Option<String>, Header, max_length = 512,
+            description = "Why, for the audit trail: one line of UTF-8 text, at most 512 characters"),
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Malformed precondition", body = ErrorBody),
+        (status = 400, description = "Malformed precondition or `X-Boifi-Reason`", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
-        (status = 403, description = "Token is not a writer", body = ErrorBody),
+        (status = 403, description = "Token is not a writer, or the request came from another origin", body = ErrorBody),
         (status = 404, description = "No such policy", body = ErrorBody),
         (status = 409, description = "Precondition failed", body = ErrorBody),
+        (status = 415, description = "A body that is neither JSON nor YAML (none is needed)", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn delete_policy(
-    _: Writer,
+    who: Writer,
     state: web::Data<AppState>,
     req: HttpRequest,
     name: web::Path<String>,
+    // Read only so that a body without Content-Type is refused as on every write; ignored.
+    _body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let precondition = match precondition(req.headers())? {
         Some(Precondition::Absent) => {
@@ -199,19 +250,25 @@ pub async fn delete_policy(
         }
         other => other.unwrap_or_default(),
     };
+    let reason = audit::header_reason(req.headers())?;
+    let by = audit::attribution(&who.0, reason.as_deref(), state.clock.now_ms())?;
     let deleted = state
         .metrics
-        .store_result("delete", state.store.delete(&name, precondition).await)?;
-    if deleted.is_none() {
+        .store_result("delete", state.store.delete(&name, precondition, &by).await)?;
+    let Some(revision) = deleted else {
         return Err(not_found(&name));
-    }
+    };
+    audit::log_entry(&by, AuditAction::Delete, Some(&name), revision);
     state.metrics.policy_deleted();
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Stamp and store `policy`, keeping `created_at` of the policy it replaces.
+/// Stamp and store `policy` on behalf of `who`, keeping `created_at` of the policy it
+/// replaces.
 async fn write(
     state: &AppState,
+    who: &Writer,
+    reason: Option<&str>,
     mut policy: ValidPolicy,
     precondition: Option<Precondition>,
 ) -> Result<HttpResponse, ApiError> {
@@ -232,12 +289,16 @@ async fn write(
         };
         let now = state.clock.now_ms();
         policy.stamp(now, created_at);
-        match metrics.store_result("put", state.store.put(&policy, effective).await) {
+        let by = audit::attribution(&who.0, reason, now)?;
+        match metrics.store_result("put", state.store.put(&policy, effective, &by).await) {
             Ok(outcome) => {
-                if outcome.created {
+                let action = if outcome.created {
                     metrics.policy_created();
-                }
-                log::debug!("policy {name} written at revision {}", outcome.revision);
+                    AuditAction::Create
+                } else {
+                    AuditAction::Replace
+                };
+                audit::log_entry(&by, action, Some(&name), outcome.revision);
                 let mut res = if outcome.created {
                     let mut res = HttpResponse::Created();
                     res.insert_header((header::LOCATION, format!("/v1/policies/{name}")));
@@ -258,10 +319,14 @@ async fn write(
     ))
 }
 
-/// Parse and check a policy body ([`ValidPolicy::parse`]): every problem, each with its field
-/// path, in one 400.
-pub fn validate(body: &[u8], path_name: Option<&str>) -> Result<ValidPolicy, ApiError> {
-    ValidPolicy::parse(body, Format::Json, path_name).map_err(ApiError::invalid_policy)
+/// Parse and check a policy body, JSON or YAML ([`ValidPolicy::parse`]): every problem, each
+/// with its field path, in one 400.
+pub fn validate(
+    body: &[u8],
+    format: Format,
+    path_name: Option<&str>,
+) -> Result<ValidPolicy, ApiError> {
+    ValidPolicy::parse(body, format, path_name).map_err(ApiError::invalid_policy)
 }
 
 /// The optimistic-concurrency headers of a write: `If-Match: <revision>` (quotes optional)
@@ -317,6 +382,32 @@ fn etag(revision: Revision) -> String {
 
 fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("policy \"{}\" not found", name.escape_default()))
+}
+
+/// The sidecar tables, when this server has a source for them, from replicas that know of
+/// `revision` if they can.
+async fn sidecar_view(state: &AppState, revision: u64) -> Option<Arc<SidecarView>> {
+    match &state.sidecars {
+        Some(sidecars) => Some(sidecars.view(revision).await),
+        None => None,
+    }
+}
+
+/// `status.enforcement` and `status.injected` of a policy read, from the sidecar tables
+/// (left out when the server has none).
+fn with_sidecar_status(mut policy: Policy, view: Option<&SidecarView>) -> Policy {
+    let Some(view) = view else {
+        return policy;
+    };
+    let Policy {
+        metadata,
+        spec,
+        status,
+    } = &mut policy;
+    let status = status.get_or_insert_with(Default::default);
+    status.enforcement = Some(view.enforcement(&spec.selector, status.revision));
+    status.injected = Some(view.injected(&metadata.name));
+    policy
 }
 
 /// A stored policy as the API returns it: `status.revision` from the store, expired rules

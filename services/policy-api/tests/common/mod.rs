@@ -11,7 +11,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::test::{self, TestRequest};
 use boifi_policy_api::{app, AppState, Auth, ManualClock};
-use boifi_store::{open_store, EmbeddedStore, PolicyStore, StoreSettings};
+use boifi_store::{open_store, AuditRetention, EmbeddedStore, PolicyStore, StoreSettings};
 use serde_json::{json, Value};
 
 pub const WRITER: &str = "writer-token-0123456789";
@@ -50,6 +50,7 @@ pub async fn unreachable_etcd() -> Arc<dyn PolicyStore> {
         etcd_endpoints: vec![format!("http://127.0.0.1:{}", boifi_tests::free_port())],
         etcd_prefix: "/boifi/".into(),
         data_dir: "unused".into(),
+        audit_retention: AuditRetention::default(),
     })
     .await
     .expect("lazy etcd store")
@@ -85,6 +86,20 @@ pub async fn embedded_app() -> (
     (app, clock, dir)
 }
 
+/// [`embedded_app`] with auth disabled (`BOIFI_AUTH_DISABLED=true`): every request is a writer.
+pub async fn embedded_app_without_auth() -> (
+    impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+    tempfile::TempDir,
+) {
+    let (store, dir) = embedded();
+    let state = AppState::new(store, Auth::disabled()).expect("metrics");
+    (test::init_service(app(state)).await, dir)
+}
+
 /// A valid policy in the design brief's format.
 pub fn policy(name: &str) -> Value {
     json!({
@@ -106,6 +121,11 @@ pub fn policy(name: &str) -> Value {
             } ]
         }
     })
+}
+
+/// `GET uri` with the reader token.
+pub fn get_as_reader(uri: &str) -> TestRequest {
+    TestRequest::get().uri(uri).insert_header(bearer(READER))
 }
 
 pub fn bearer(token: &str) -> (header::HeaderName, String) {

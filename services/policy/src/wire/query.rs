@@ -239,53 +239,13 @@ impl StreamQuery {
     /// every problem is reported, each naming its parameter; an unknown or repeated parameter,
     /// or a query over [`MAX_QUERY_LEN`] bytes, is reported alone.
     pub fn parse(query: &str) -> Result<StreamQuery, Vec<FieldProblem>> {
-        if query.len() > MAX_QUERY_LEN {
-            return Err(vec![FieldProblem::new(
-                "query",
-                format!("longer than {MAX_QUERY_LEN} bytes"),
-            )]);
-        }
-        let mut values: [Option<String>; PARAMETERS.len()] = Default::default();
-        for (name, value) in form_pairs(query) {
-            let Some(index) = PARAMETERS.iter().position(|p| *p == name) else {
-                let expected: Vec<String> = PARAMETERS.iter().map(|p| format!("`{p}`")).collect();
-                return Err(vec![FieldProblem::new(
-                    "query",
-                    format!(
-                        "unknown field `{name}`, expected one of {}",
-                        expected.join(", ")
-                    ),
-                )]);
-            };
-            if values[index].is_some() {
-                return Err(vec![FieldProblem::new(
-                    "query",
-                    format!("duplicate field `{}`", PARAMETERS[index]),
-                )]);
-            }
-            values[index] = Some(value);
-        }
+        let values = read_query(query, &PARAMETERS).map_err(|problem| vec![problem])?;
         let [namespace, service, labels, mode, last_event_id, revision, wait_ms] = values;
         let mut problems = Vec::new();
         let filter = Filter::parse(namespace.as_deref(), service.as_deref(), labels.as_deref())
             .map_err(|found| problems.extend(found))
             .ok();
-        let mut number = |field: &'static str, value: Option<String>| {
-            let value = value?;
-            match value.parse::<u64>() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    problems.push(FieldProblem::new(
-                        field,
-                        format!(
-                            "expected a whole number, found `{}`",
-                            value.escape_default()
-                        ),
-                    ));
-                    None
-                }
-            }
-        };
+        let mut number = |field, value: Option<String>| whole_number(field, value?, &mut problems);
         let last_event_id = number("last_event_id", last_event_id);
         let revision = number("revision", revision);
         let wait_ms = number("wait_ms", wait_ms);
@@ -327,12 +287,70 @@ impl StreamQuery {
     }
 }
 
+/// The values of a query string (at most [`MAX_QUERY_LEN`] bytes) whose parameters must be
+/// among `parameters`, each given at most once, in the order of `parameters`. An unknown or
+/// repeated parameter, or a query too long, is one problem on the field `query` that names
+/// it. Decoding as in [`StreamQuery::parse`]; the policy-api's list reads its query this way.
+pub fn read_query<const N: usize>(
+    query: &str,
+    parameters: &[&'static str; N],
+) -> Result<[Option<String>; N], FieldProblem> {
+    if query.len() > MAX_QUERY_LEN {
+        return Err(FieldProblem::new(
+            "query",
+            format!("longer than {MAX_QUERY_LEN} bytes"),
+        ));
+    }
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (name, value) in form_pairs(query) {
+        let Some(index) = parameters.iter().position(|p| *p == name) else {
+            let expected: Vec<String> = parameters.iter().map(|p| format!("`{p}`")).collect();
+            return Err(FieldProblem::new(
+                "query",
+                format!(
+                    "unknown field `{name}`, expected one of {}",
+                    expected.join(", ")
+                ),
+            ));
+        };
+        if values[index].is_some() {
+            return Err(FieldProblem::new(
+                "query",
+                format!("duplicate field `{}`", parameters[index]),
+            ));
+        }
+        values[index] = Some(value);
+    }
+    Ok(values)
+}
+
+/// `value` as a whole number, or a problem naming `field`.
+pub(super) fn whole_number(
+    field: &'static str,
+    value: String,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<u64> {
+    match value.parse::<u64>() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            problems.push(FieldProblem::new(
+                field,
+                format!(
+                    "expected a whole number, found `{}`",
+                    value.escape_default()
+                ),
+            ));
+            None
+        }
+    }
+}
+
 /// A query string being written.
-struct Query(String);
+pub(super) struct Query(pub(super) String);
 
 impl Query {
     /// Starts parameter `name` and returns the string to write its value to.
-    fn start(&mut self, name: &str) -> &mut String {
+    pub(super) fn start(&mut self, name: &str) -> &mut String {
         if !self.0.is_empty() {
             self.0.push('&');
         }
@@ -342,7 +360,7 @@ impl Query {
     }
 
     /// Percent-encodes everything but RFC 3986 unreserved characters.
-    fn push_encoded(&mut self, value: &str) {
+    pub(super) fn push_encoded(&mut self, value: &str) {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
         for b in value.bytes() {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -398,7 +416,7 @@ fn hex_digit(byte: u8) -> Option<u8> {
     char::from(byte).to_digit(16).map(|d| d as u8)
 }
 
-fn parse_name(
+pub(super) fn parse_name(
     field: &'static str,
     value: Option<&str>,
     problems: &mut Vec<FieldProblem>,

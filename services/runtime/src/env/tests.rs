@@ -118,6 +118,7 @@ fn server_defaults_are_loopback_and_the_embedded_store() {
                     etcd_endpoints: Vec::new(),
                     etcd_prefix: "/boifi/".into(),
                     data_dir: PathBuf::from("./boifi-data"),
+                    audit_retention: AuditRetention::default(),
                 },
             }
         );
@@ -138,9 +139,38 @@ fn server_variables_are_read() {
             etcd_endpoints: vec!["http://a:2379".into(), "http://b:2379".into()],
             etcd_prefix: "/chaos/".into(),
             data_dir: PathBuf::from("/var/lib/boifi"),
+            audit_retention: AuditRetention::default(),
         },
     };
     assert_eq!(settings, Ok(expected));
+}
+
+#[test]
+fn audit_retention_is_read_and_checked() {
+    let settings = server(&[
+        ("BOIFI_AUDIT_MAX_ENTRIES", "250"),
+        ("BOIFI_AUDIT_MAX_AGE", "12h 30m"),
+    ])
+    .unwrap();
+    assert_eq!(
+        settings.store.audit_retention,
+        AuditRetention {
+            max_entries: 250,
+            max_age: std::time::Duration::from_secs(12 * 3600 + 1800),
+        }
+    );
+    for (var, value) in [
+        ("BOIFI_AUDIT_MAX_ENTRIES", "0"),
+        ("BOIFI_AUDIT_MAX_ENTRIES", "10000001"),
+        ("BOIFI_AUDIT_MAX_ENTRIES", "many"),
+        ("BOIFI_AUDIT_MAX_AGE", "0s"),
+        ("BOIFI_AUDIT_MAX_AGE", "11years"),
+        ("BOIFI_AUDIT_MAX_AGE", "30"),
+    ] {
+        let err = server(&[(var, value)]).unwrap_err();
+        assert_eq!(err.var, var, "{value}");
+        assert!(err.reason.contains(value), "{err}");
+    }
 }
 
 #[test]

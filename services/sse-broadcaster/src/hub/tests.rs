@@ -570,3 +570,59 @@ fn admit_enforces_the_client_limit() {
     assert!(hub.admit(Mode::Stream).is_ok());
     assert_eq!(hub.metrics.clients_rejected.get(), 1);
 }
+
+#[test]
+fn lag_is_behind_exactly_when_a_poll_would_be_answered_at_once() {
+    let hub = hub_with(Settings {
+        history: 3,
+        ..Settings::default()
+    });
+    let reviews = filter(Some("reviews"));
+    let ratings = filter(Some("ratings"));
+    assert_eq!(hub.lag(&reviews, Some(1)), Lag::Unknown, "nothing loaded");
+    commit(&hub, 1, vec![], true);
+    let before = Instant::now();
+    commit(&hub, 2, vec![put("a", "reviews", 2, None)], false);
+    commit(&hub, 3, vec![put("b", "ratings", 3, None)], false);
+    let Lag::Behind { since } = hub.lag(&reviews, Some(1)) else {
+        panic!("reviews at 1 missed revision 2");
+    };
+    assert!(since >= before);
+    assert_eq!(hub.lag(&reviews, Some(2)), Lag::Current, "3 is not its");
+    assert!(matches!(hub.lag(&ratings, Some(2)), Lag::Behind { .. }));
+    assert_eq!(hub.lag(&ratings, Some(3)), Lag::Current);
+    assert_eq!(hub.lag(&ratings, Some(99)), Lag::Current, "ahead of us");
+    assert_eq!(hub.lag(&ratings, None), Lag::Unknown);
+    // The kill switch concerns everyone: behind since its own arrival, not the older change.
+    let halted_at = Instant::now();
+    hub.commit(
+        4,
+        true,
+        Arc::new(BTreeMap::new()),
+        vec![Delta::Halt(true)],
+        false,
+        halted_at,
+    );
+    assert_eq!(hub.lag(&reviews, Some(2)), Lag::Behind { since: halted_at });
+    assert_eq!(hub.position(), Some((4, true)));
+    // The same rule as the poll's: for every filter and revision up to ours, behind (or
+    // unknown) exactly when a poll from there is answered at once. (A poll from a revision
+    // ahead of this replica gets our snapshot too, yet no change here is newer than it.)
+    commit(&hub, 5, vec![put("c", "reviews", 5, None)], false);
+    for filter in [&reviews, &ratings, &anyone()] {
+        for revision in (0..=5).map(Some).chain([None]) {
+            let answered = matches!(hub.poll_check(filter, revision), Ok(PollCheck::Respond(_)));
+            let lag = hub.lag(filter, revision);
+            assert_eq!(
+                answered,
+                lag != Lag::Current,
+                "{filter:?} at {revision:?}: {lag:?}"
+            );
+        }
+    }
+    assert_eq!(
+        hub.lag(&reviews, Some(1)),
+        Lag::Unknown,
+        "older than the history"
+    );
+}

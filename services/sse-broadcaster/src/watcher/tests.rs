@@ -3,7 +3,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use boifi_policy::{Policy, ValidPolicy};
-use boifi_store::{Change, ManualClock, Precondition, PutOutcome, StoredPolicy, SystemClock};
+use boifi_store::{
+    Attribution, AuditPage, AuditQuery, Change, ManualClock, Precondition, PutOutcome,
+    StoredPolicy, SystemClock,
+};
 use prometheus::Registry;
 use tokio::sync::mpsc;
 
@@ -115,7 +118,12 @@ impl PolicyStore for FakeStore {
         })
     }
 
-    async fn put(&self, policy: &ValidPolicy, _: Precondition) -> Result<PutOutcome, StoreError> {
+    async fn put(
+        &self,
+        policy: &ValidPolicy,
+        _: Precondition,
+        _: &Attribution,
+    ) -> Result<PutOutcome, StoreError> {
         let created = !self
             .inner
             .lock()
@@ -126,12 +134,21 @@ impl PolicyStore for FakeStore {
         Ok(PutOutcome { revision, created })
     }
 
-    async fn delete(&self, name: &str, _: Precondition) -> Result<Option<u64>, StoreError> {
+    async fn delete(
+        &self,
+        name: &str,
+        _: Precondition,
+        _: &Attribution,
+    ) -> Result<Option<u64>, StoreError> {
         Ok(Some(self.record(Change::Delete { name: name.into() })))
     }
 
-    async fn set_halted(&self, halted: bool) -> Result<u64, StoreError> {
+    async fn set_halted(&self, halted: bool, _: &Attribution) -> Result<u64, StoreError> {
         Ok(self.record(Change::Halt { halted }))
+    }
+
+    async fn audit(&self, _: &AuditQuery) -> Result<AuditPage, StoreError> {
+        Ok(AuditPage::default())
     }
 
     async fn watch(&self, after: Revision) -> Result<WatchStream, StoreError> {

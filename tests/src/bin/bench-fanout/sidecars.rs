@@ -1,7 +1,8 @@
 //! The load generator: simulated sidecars, each one keep-alive connection to the broadcaster,
 //! asking exactly what the Wasm plugin asks (`wasm/plugin/src/poll.rs`: the query from
-//! `StreamQuery::encode` with the filter of `Filter::for_workload`, and the headers of its
-//! `dispatch_http_call`), or holding an event stream with the same filter.
+//! `StreamQuery::encode` with the filter of `Filter::for_workload`; the headers of its
+//! `dispatch_http_call`, with the report header `x-boifi-sidecar` of `wasm/plugin/src/vm.rs`,
+//! one pod per sidecar), or holding an event stream with the same filter.
 //!
 //! Each sidecar records what it receives on a shared [`Board`] the coordinator reads; the time
 //! is taken in the sidecar as the response (or event) is complete. The load generator shares
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use boifi_policy::wire::{Filter, Mode, StreamQuery};
+use boifi_policy::wire::{Filter, Mode, SidecarIdentity, StreamQuery, SIDECAR_HEADER};
 use boifi_policy::Workload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -173,20 +174,26 @@ impl Fleet {
     /// `i % workloads`.
     pub fn start(runtime: &tokio::runtime::Runtime, spec: &FleetSpec, board: Arc<Board>) -> Fleet {
         let gate = Arc::new(Semaphore::new(spec.connecting));
-        let requests: Vec<Arc<PollRequest>> = (0..spec.workloads)
+        let workloads: Vec<Workload> = (0..spec.workloads)
+            .map(|w| workload(w, spec.namespaces))
+            .collect();
+        let requests: Vec<Arc<PollRequest>> = workloads
+            .iter()
             .map(|w| {
-                let filter = Filter::for_workload(&workload(w, spec.namespaces), true);
+                let filter = Filter::for_workload(w, true);
                 Arc::new(PollRequest::new(filter, spec.transport, spec.addr))
             })
             .collect();
         let tasks = (0..board.len())
             .map(|sidecar| {
                 let request = requests[sidecar % spec.workloads].clone();
+                let report = identity_header(sidecar, &workloads[sidecar % spec.workloads]);
                 let gate = gate.clone();
                 let client = Sidecar {
                     id: sidecar,
                     addr: spec.addr,
                     board: board.clone(),
+                    report,
                     permit: None,
                 };
                 let transport = spec.transport;
@@ -205,13 +212,14 @@ impl Fleet {
 }
 
 /// The request head of a workload's sidecars, split around the revision so a poll costs no
-/// query encoding: `prefix + revision + suffix` is exactly `StreamQuery::encode`'s output in the
-/// plugin's request (a unit test checks it).
+/// query encoding: `prefix + revision + suffix`, then the sidecar's own report header and the
+/// blank line, is exactly the plugin's request (a unit test checks it).
 struct PollRequest {
-    /// Up to and including `revision=` (polls), or the whole head (streams).
+    /// Up to and including `revision=` (polls).
     prefix: Vec<u8>,
+    /// From after the revision to the last shared header line.
     suffix: Vec<u8>,
-    /// The first poll (no revision yet), or the stream request.
+    /// The first poll (no revision yet), or the stream request, to the last shared header line.
     first: Vec<u8>,
 }
 
@@ -221,7 +229,7 @@ impl PollRequest {
             // The plugin's headers (`:method`, `:path`, `:authority`, `:scheme`, `accept`) as
             // Envoy writes them on an HTTP/1.1 upstream connection.
             format!(
-                "GET {STREAM_PATH}?{} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\r\n",
+                "GET {STREAM_PATH}?{} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n",
                 query.encode()
             )
         };
@@ -248,7 +256,9 @@ impl PollRequest {
         }
     }
 
-    fn write(&self, revision: Option<u64>, out: &mut Vec<u8>) {
+    /// The head of a poll from `revision` (none: the first), with the sidecar's `headers`
+    /// (whole lines) last.
+    fn write(&self, revision: Option<u64>, headers: &[u8], out: &mut Vec<u8>) {
         out.clear();
         match revision {
             None => out.extend_from_slice(&self.first),
@@ -258,6 +268,24 @@ impl PollRequest {
                 out.extend_from_slice(&self.suffix);
             }
         }
+        out.extend_from_slice(headers);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The report header the plugin sends with every poll (`SIDECAR_HEADER`: pod, namespace,
+/// workload, labels), as a header line; each sidecar is its own pod.
+fn identity_header(sidecar: usize, workload: &Workload) -> Vec<u8> {
+    let identity = SidecarIdentity {
+        pod: format!("{}-{sidecar}", workload.name),
+        namespace: workload.namespace.clone(),
+        workload: workload.name.clone(),
+        labels: Some(workload.labels.clone()),
+    };
+    match identity.header_value() {
+        Ok(header) => format!("{SIDECAR_HEADER}: {}\r\n", header.value).into_bytes(),
+        // Not for these names; the poll still goes out, as the plugin's would.
+        Err(_) => Vec::new(),
     }
 }
 
@@ -265,6 +293,8 @@ struct Sidecar {
     id: usize,
     addr: SocketAddr,
     board: Arc<Board>,
+    /// Its report header line, sent with every request.
+    report: Vec<u8>,
     /// Held until the first answer.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -274,7 +304,7 @@ impl Sidecar {
     async fn poll(mut self, request: &PollRequest) {
         let mut revision = None;
         let mut connection: Option<Connection> = None;
-        let mut head = Vec::with_capacity(request.first.len() + 32);
+        let mut head = Vec::with_capacity(request.first.len() + self.report.len() + 32);
         loop {
             let conn = match connection.as_mut() {
                 Some(conn) => conn,
@@ -286,7 +316,7 @@ impl Sidecar {
                     }
                 },
             };
-            request.write(revision, &mut head);
+            request.write(revision, &self.report, &mut head);
             if conn.socket.write_all(&head).await.is_err() {
                 connection = None;
                 self.failed().await;
@@ -324,12 +354,12 @@ impl Sidecar {
                 continue;
             };
             let mut conn = Connection::new(socket);
-            let mut head = request.first.clone();
+            let mut head = Vec::new();
+            let mut headers = self.report.clone();
             if let Some(id) = last_id {
-                // Before the blank line that ends the head.
-                head.truncate(head.len() - 2);
-                head.extend_from_slice(format!("last-event-id: {id}\r\n\r\n").as_bytes());
+                headers.extend_from_slice(format!("last-event-id: {id}\r\n").as_bytes());
             }
+            request.write(None, &headers, &mut head);
             if conn.socket.write_all(&head).await.is_err() {
                 self.failed().await;
                 continue;
@@ -540,13 +570,25 @@ mod tests {
 
     #[test]
     fn sidecars_ask_what_the_plugin_asks() {
-        let filter = Filter::for_workload(&workload(12, 10), true);
+        let workload = workload(12, 10);
+        let filter = Filter::for_workload(&workload, true);
         assert_eq!(filter.namespace.as_deref(), Some("ns2"));
         assert_eq!(filter.service.as_deref(), Some("svc12-v1"));
         assert_eq!(filter.labels.as_ref().unwrap()["app"], "svc12");
         let addr = SocketAddr::from(([127, 0, 0, 1], 8081));
         let transport = Transport::Poll { wait_ms: 30_000 };
         let request = PollRequest::new(filter.clone(), transport, addr);
+        let report = identity_header(7, &workload);
+        let report_text = String::from_utf8(report.clone()).unwrap();
+        let value = report_text
+            .strip_prefix("x-boifi-sidecar: ")
+            .unwrap()
+            .trim_end();
+        let identity = SidecarIdentity::parse_header(value.as_bytes()).unwrap();
+        assert_eq!(
+            (identity.pod.as_str(), identity.workload.as_str()),
+            ("svc12-v1-7", "svc12-v1")
+        );
         let mut query = StreamQuery {
             filter,
             mode: Mode::Poll,
@@ -556,15 +598,15 @@ mod tests {
         };
         let expected = |query: &StreamQuery| {
             format!(
-                "GET /v1/config/stream?{} HTTP/1.1\r\nhost: 127.0.0.1:8081\r\naccept: text/event-stream\r\n\r\n",
+                "GET /v1/config/stream?{} HTTP/1.1\r\nhost: 127.0.0.1:8081\r\naccept: text/event-stream\r\n{report_text}\r\n",
                 query.encode()
             )
         };
         let mut head = Vec::new();
-        request.write(None, &mut head);
+        request.write(None, &report, &mut head);
         assert_eq!(String::from_utf8(head.clone()).unwrap(), expected(&query));
         query.revision = Some(1234);
-        request.write(Some(1234), &mut head);
+        request.write(Some(1234), &report, &mut head);
         assert_eq!(String::from_utf8(head).unwrap(), expected(&query));
     }
 }

@@ -59,8 +59,14 @@ fn reads_upstream_envoy_paths() {
             vec!["xds", "node", "metadata", "LABELS"],
             pairs(&[("app", "reviews"), ("version", "v2")], 7),
         ),
+        (
+            vec!["xds", "node", "metadata", "NAME"],
+            b"reviews-v2-7d9f5c-00000".to_vec(),
+        ),
+        (vec!["xds", "node", "id"], b"sidecar~ignored".to_vec()),
     ]));
     assert!(resolved.problems.is_empty(), "{:?}", resolved.problems);
+    assert_eq!(resolved.pod, "reviews-v2-7d9f5c-00000");
     assert_eq!(resolved.workload.name, "reviews-v2");
     assert_eq!(resolved.workload.namespace, "demo");
     assert_eq!(
@@ -84,8 +90,10 @@ fn falls_back_to_istio_paths_and_protobuf_struct() {
             vec!["node", "metadata", "LABELS"],
             protobuf_struct(&[("app", "ratings"), ("tier", "backend")]),
         ),
+        (vec!["node", "metadata", "NAME"], b"ratings-1".to_vec()),
     ]));
     assert!(resolved.problems.is_empty(), "{:?}", resolved.problems);
+    assert_eq!(resolved.pod, "ratings-1");
     assert_eq!(resolved.workload.name, "ratings");
     assert_eq!(resolved.workload.namespace, "shop");
     assert_eq!(
@@ -103,9 +111,36 @@ fn missing_metadata_is_reported_not_fatal() {
         resolved.problems,
         vec![
             "WORKLOAD_NAME: not in node metadata".to_owned(),
-            "NAMESPACE: not in node metadata".to_owned()
+            "NAMESPACE: not in node metadata".to_owned(),
+            "NAME: not in node metadata, and no node id".to_owned()
         ]
     );
+    assert_eq!(resolved.pod, "");
+}
+
+#[test]
+fn the_pod_falls_back_to_the_node_id() {
+    const NODE_ID: &str = "sidecar~10.0.0.7~reviews-v2-abc.demo~demo.svc.cluster.local";
+    for (name, id_path) in [
+        (None, vec!["xds", "node", "id"]),
+        (Some(vec![0xff]), vec!["node", "id"]),
+        (Some(Vec::new()), vec!["xds", "node", "id"]),
+    ] {
+        let mut entries = vec![(id_path, NODE_ID.as_bytes().to_vec())];
+        if let Some(name) = name.clone() {
+            entries.push((vec!["xds", "node", "metadata", "NAME"], name));
+        }
+        let resolved = resolve(metadata(entries));
+        assert_eq!(resolved.pod, NODE_ID, "NAME {name:?}");
+        assert!(
+            resolved
+                .problems
+                .iter()
+                .any(|p| p.starts_with("NAME:") && p.ends_with("the node id names this sidecar")),
+            "{:?}",
+            resolved.problems
+        );
+    }
 }
 
 #[test]
@@ -120,6 +155,7 @@ fn bad_values_are_reported() {
             vec![b'a'; 5000],
         ),
         (vec!["xds", "node", "metadata", "LABELS"], vec![9, 9, 9]),
+        (vec!["xds", "node", "metadata", "NAME"], b"pod-1".to_vec()),
     ]));
     assert_eq!(resolved.workload, Workload::default());
     assert_eq!(resolved.problems.len(), 3, "{:?}", resolved.problems);

@@ -26,6 +26,7 @@ fn identity() -> Resolved {
             name: "reviews".into(),
             labels: BTreeMap::from([("app".to_owned(), "reviews".to_owned())]),
         },
+        pod: "reviews-7d9f5c-00000".into(),
         labels_known: true,
         problems: Vec::new(),
     }
@@ -537,4 +538,116 @@ fn request_sampling_without_a_request_id_is_counted() {
     let mut request = RequestState::new(3);
     vm.on_request_headers(&mut request, GET);
     assert_eq!(host.counter(metrics::NO_REQUEST_ID), 1);
+}
+
+/// The report headers of the polls among `calls`, by name.
+fn report_headers(calls: &[Call]) -> Vec<BTreeMap<String, String>> {
+    FakeHost::poll_headers(calls)
+        .into_iter()
+        .map(|headers| headers.iter().cloned().collect())
+        .collect()
+}
+
+#[test]
+fn every_poll_reports_the_sidecar_and_the_counts_of_every_vm() {
+    let process = Process::at_ms(1_000);
+    let (mut leader, leader_host) = vm(&process);
+    let (mut follower, _) = numbered_vm(&process, ROOT + 1);
+    leader.on_tick();
+    let first = report_headers(&leader_host.calls());
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        first[0].get(SIDECAR_HEADER).map(String::as_str),
+        Some(
+            r#"{"pod":"reviews-7d9f5c-00000","namespace":"demo","workload":"reviews","labels":{"app":"reviews"}}"#
+        )
+    );
+    assert!(
+        !first[0].contains_key(INJECTED_HEADER),
+        "nothing injected yet"
+    );
+
+    let abort = policy("p1", json!({"abort": {"httpStatus": 503}}));
+    answer(
+        &mut leader,
+        &leader_host,
+        Some("200"),
+        &snapshot(5, false, &[abort]),
+    );
+    let next = report_headers(&leader_host.calls());
+    assert_eq!(next.len(), 1, "the next poll goes out at once");
+    assert!(!next[0].contains_key(INJECTED_HEADER));
+    process.advance_ms(lease::SYNC_MS);
+    follower.on_tick();
+    assert_eq!(follower.policies().revision(), 5);
+
+    // Faults on both VMs; the leader reports the sidecar's total from Envoy's stats.
+    for id in 10..13 {
+        let mut request = RequestState::new(id);
+        assert_eq!(
+            follower.on_request_headers(&mut request, GET),
+            Action::Pause
+        );
+    }
+    let mut request = RequestState::new(20);
+    assert_eq!(leader.on_request_headers(&mut request, GET), Action::Pause);
+    let stat = metrics::faults_injected("p1", FaultType::Abort);
+    assert_eq!(leader_host.process_stat(&stat), 4);
+    leader_host.calls();
+    // The wait runs out (an early answer would be paced).
+    let timeout = wire::sse::id_only("timeout", 5);
+    process.advance_ms(10_000);
+    answer(&mut leader, &leader_host, Some("200"), &timeout);
+    let reported = report_headers(&leader_host.calls());
+    assert_eq!(
+        reported[0].get(INJECTED_HEADER).map(String::as_str),
+        Some(r#"{"p1":[4,0]}"#)
+    );
+    assert!(reported[0].contains_key(SIDECAR_HEADER), "on every poll");
+
+    // That poll fails: the same counts go again with the retry.
+    answer(&mut leader, &leader_host, Some("503"), b"");
+    process.advance_ms(leader.poller().unwrap().wake_at_ms() - process.now_ms());
+    leader.on_tick();
+    let retried = report_headers(&leader_host.calls());
+    assert_eq!(
+        retried[0].get(INJECTED_HEADER).map(String::as_str),
+        Some(r#"{"p1":[4,0]}"#)
+    );
+    // Answered: acknowledged, not sent again until the counts change.
+    process.advance_ms(10_000);
+    answer(&mut leader, &leader_host, Some("200"), &timeout);
+    let after = report_headers(&leader_host.calls());
+    assert!(!after[0].contains_key(INJECTED_HEADER), "{after:?}");
+}
+
+#[test]
+fn labels_that_cannot_be_reported_are_left_out() {
+    let process = Process::at_ms(1_000);
+    let mut unknown = identity();
+    unknown.labels_known = false;
+    let mut many = identity();
+    many.workload.labels = (0..100)
+        .map(|i| (format!("k{i}"), "v".to_owned()))
+        .collect();
+    for (resolved, dropped) in [(unknown, 0), (many, 1)] {
+        let host = FakeHost::new(&process);
+        let mut vm = Vm::new(host.clone(), ROOT);
+        assert!(vm.configure(Some(CONFIG), || resolved));
+        vm.on_tick();
+        let headers = report_headers(&host.calls());
+        let identity = &headers[0][SIDECAR_HEADER];
+        assert!(!identity.contains("labels"), "{identity}");
+        assert!(identity.contains(r#""pod":"reviews-7d9f5c-00000""#));
+        assert_eq!(host.gauge(metrics::REPORT_LABELS_DROPPED), Some(dropped));
+        process.set(lease::LEASE_KEY, b"", None);
+    }
+    // No pod at all: polls go without reports.
+    let host = FakeHost::new(&process);
+    let mut vm = Vm::new(host.clone(), ROOT + 1);
+    let mut nameless = identity();
+    nameless.pod = String::new();
+    assert!(vm.configure(Some(CONFIG), || nameless));
+    vm.on_tick();
+    assert_eq!(report_headers(&host.calls()), [BTreeMap::new()]);
 }

@@ -66,7 +66,7 @@ fn policy_json(name: &str) -> serde_json::Value {
 fn a_valid_policy_passes_and_status_sent_back_is_ignored() {
     let mut body = policy_json("ok");
     body["status"] = json!({ "revision": 7, "anything": true });
-    let policy = validate(body.to_string().as_bytes(), Some("ok")).unwrap();
+    let policy = validate(body.to_string().as_bytes(), Format::Json, Some("ok")).unwrap();
     assert_eq!(policy.metadata.name, "ok");
     assert_eq!(policy.status, None);
 }
@@ -77,7 +77,8 @@ fn unknown_fields_and_rule_problems_are_reported_together() {
         "metadata": { "name": "Not_A_Label", "colour": "red" },
         "spec": { "rules": [ { "fault": { "percentage": 150, "abort": { "httpStatus": 503 } } } ] }
     });
-    let found = fields(validate(body.to_string().as_bytes(), Some("other")).unwrap_err());
+    let found =
+        fields(validate(body.to_string().as_bytes(), Format::Json, Some("other")).unwrap_err());
     for want in [
         "metadata.colour",
         "metadata.name",
@@ -97,7 +98,14 @@ fn unknown_fields_and_rule_problems_are_reported_together() {
 
 #[test]
 fn a_name_that_differs_from_the_path_is_a_field_error() {
-    let found = fields(validate(policy_json("a").to_string().as_bytes(), Some("b")).unwrap_err());
+    let found = fields(
+        validate(
+            policy_json("a").to_string().as_bytes(),
+            Format::Json,
+            Some("b"),
+        )
+        .unwrap_err(),
+    );
     assert_eq!(found, ["metadata.name"]);
 }
 
@@ -105,10 +113,10 @@ fn a_name_that_differs_from_the_path_is_a_field_error() {
 fn type_errors_and_non_json_are_400() {
     let body = json!({ "metadata": { "name": "x" }, "spec": { "rules": "none" } });
     assert_eq!(
-        fields(validate(body.to_string().as_bytes(), None).unwrap_err()),
+        fields(validate(body.to_string().as_bytes(), Format::Json, None).unwrap_err()),
         ["spec.rules"]
     );
-    let err = validate(b"not json", None).unwrap_err();
+    let err = validate(b"not json", Format::Json, None).unwrap_err();
     assert_eq!(err.status_code(), 400);
 }
 
@@ -121,6 +129,7 @@ fn output_carries_the_store_revision_and_expiry() {
         })
         .to_string()
         .as_bytes(),
+        Format::Json,
         None,
     )
     .unwrap();
