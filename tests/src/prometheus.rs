@@ -36,10 +36,11 @@ struct Job {
     metric_relabel_configs: Option<String>,
 }
 
-/// How to start a [`Prometheus`]: its scrape jobs.
+/// How to start a [`Prometheus`]: its scrape jobs and rule files.
 #[derive(Debug, Clone, Default)]
 pub struct PrometheusBuilder {
     jobs: Vec<Job>,
+    rule_files: Vec<PathBuf>,
 }
 
 impl PrometheusBuilder {
@@ -68,11 +69,28 @@ impl PrometheusBuilder {
         self
     }
 
+    /// Loads a Prometheus rule file (recording and alerting rules, evaluated every second).
+    pub fn rule_file(mut self, path: &Path) -> Self {
+        self.rule_files.push(path.to_path_buf());
+        self
+    }
+
     fn config(&self) -> Result<String, String> {
         // A 1 s interval needs a timeout no longer than it.
         let mut config = String::from(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n",
         );
+        if !self.rule_files.is_empty() {
+            config.push_str("rule_files:\n");
+            for path in &self.rule_files {
+                let path = path.display().to_string();
+                if path.contains(['\'', '\n']) {
+                    return Err(format!("bad rule file path {path:?}"));
+                }
+                config.push_str(&format!("  - '{path}'\n"));
+            }
+        }
+        config.push_str("scrape_configs:\n");
         for job in &self.jobs {
             let name_ok = !job.name.is_empty()
                 && job

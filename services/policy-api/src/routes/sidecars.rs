@@ -22,7 +22,7 @@ use crate::{ApiError, AppState};
             description = "Only sidecars enforcing every change that concerns them (`current`), or not yet (`behind`)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000,
             description = "Sidecars per page, 1-10000; default 500"),
-        ("continue" = Option<String>, Query,
+        ("continue" = Option<String>, Query, pattern = "^([0-9a-f]{2})+$",
             description = "The `continue` of the previous page"),
     ),
     responses(

@@ -103,8 +103,9 @@ impl SidecarView {
 
     /// Groups by identity, the namespace index and the injected sums.
     fn index(&mut self) {
-        let mut by_identity: HashMap<(&str, &str, Option<&BTreeMap<String, String>>), usize> =
-            HashMap::new();
+        // (namespace, workload, labels) -> index in `groups`.
+        type IdentityKey<'s> = (&'s str, &'s str, Option<&'s BTreeMap<String, String>>);
+        let mut by_identity: HashMap<IdentityKey<'_>, usize> = HashMap::new();
         let mut groups: Vec<Group> = Vec::new();
         for (i, sidecar) in self.sidecars.iter().enumerate() {
             let key = (

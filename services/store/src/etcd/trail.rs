@@ -84,13 +84,16 @@ impl Trail {
     }
 }
 
+/// Builds a change's operations, given the key of its audit entry.
+pub(super) type OpsForEntry<'a> = Box<dyn Fn(&str) -> Vec<TxnOp> + Send + Sync + 'a>;
+
 /// A change to write with its audit entry.
 pub(super) struct AuditedChange<'a> {
     pub what: &'static str,
     /// The change's own conditions (its precondition).
     pub guard: Vec<Compare>,
     /// The change's operations, given the key of its entry.
-    pub ops: Box<dyn Fn(&str) -> Vec<TxnOp> + Send + Sync + 'a>,
+    pub ops: OpsForEntry<'a>,
     /// What to read when the guard fails (the caller's conflict answer).
     pub reads: Vec<TxnOp>,
     pub by: &'a Attribution,

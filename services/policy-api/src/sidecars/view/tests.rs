@@ -190,7 +190,7 @@ fn a_sidecar_on_two_replicas_is_taken_from_the_one_that_saw_it_last() {
         let view = SidecarView::build(reads);
         assert_eq!(view.len(), 1);
         let list = view.list(&SidecarListQuery::default(), None);
-        assert_eq!(list.sidecars, [moved.clone()]);
+        assert_eq!(list.sidecars, std::slice::from_ref(&moved));
         assert_eq!(list.replicas.len(), 2);
         let e = view.enforcement(&selector(None, None, &[]), 42);
         assert_eq!((e.selected, e.enforcing), (1, 1));
