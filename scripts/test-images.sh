@@ -22,7 +22,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$BOIFI_ROOT"
 
-apt_install podman runc slirp4netns skopeo docker-registry curl etcd-server
+# musl-tools: musl-gcc builds jemalloc, the broadcaster image's allocator, for the musl target.
+apt_install podman runc slirp4netns skopeo docker-registry curl etcd-server musl-tools
 "$BOIFI_ROOT/scripts/test-chart.sh" --tools-only
 hadolint="$BOIFI_ROOT/target/tools/chart-venv/bin/hadolint"
 
@@ -45,7 +46,8 @@ bin_dir="$BOIFI_ROOT/target/images/$rust_target/debug"
 RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_DEV_DEBUG=0 \
     CARGO_TARGET_DIR="$BOIFI_ROOT/target/images" \
     cargo build --locked --target "$rust_target" \
-    -p boifi-policy-api --bin policy-api -p boifi-sse-broadcaster --bin sse-broadcaster
+    -p boifi-policy-api --bin policy-api -p boifi-sse-broadcaster --bin sse-broadcaster \
+    --features boifi-sse-broadcaster/jemalloc
 
 work="$(mktemp -d)"
 etcd_pid=""

@@ -112,7 +112,33 @@ def test_three_etcd_members_know_each_other() -> None:
         "outbound|8081||boifi-sse-broadcaster.boifi.svc.k8s.internal")
     hpa = r.one("HorizontalPodAutoscaler", "boifi-sse-broadcaster")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 9)
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource", "Pods"]
     assert "replicas" not in r.one("Deployment", "boifi-sse-broadcaster")["spec"]
+
+
+BROADCASTER_METRICS = Path(__file__).resolve().parents[2] / "services/sse-broadcaster/src/metrics.rs"
+
+
+def test_broadcaster_hpa_can_aim_at_held_polls() -> None:
+    r = render({"sseBroadcaster": {"maxClients": 12000, "autoscaling": {
+        "enabled": True, "targetCPUUtilizationPercentage": 0, "targetHeldPollsPerPod": 5000}}})
+    hpa = r.one("HorizontalPodAutoscaler", "boifi-sse-broadcaster")
+    assert hpa["spec"]["metrics"] == [{
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "boifi_broadcaster_clients", "selector": {"matchLabels": {"mode": "poll"}}},
+            "target": {"type": "AverageValue", "averageValue": "5000"},
+        },
+    }]
+    # The gauge and its label are the broadcaster's own.
+    source = BROADCASTER_METRICS.read_text()
+    assert '"boifi_broadcaster_clients"' in source and '&["mode"]' in source and '"poll"' in source
+    env = env_of(container(r, "Deployment", "boifi-sse-broadcaster"))
+    assert env["BOIFI_MAX_CLIENTS"] == "12000"
+    # Off by default; the client limit is set anyway.
+    default = render({})
+    assert not default.of_kind("HorizontalPodAutoscaler")
+    assert env_of(container(default, "Deployment", "boifi-sse-broadcaster"))["BOIFI_MAX_CLIENTS"] == "10000"
 
 
 def test_one_wasmplugin_per_target_namespace_with_its_selector() -> None:
@@ -243,6 +269,8 @@ def test_metrics_annotations_point_at_metrics() -> None:
     ({"auth": {"tokens": {"admin": None, "viewer": None}}}, "auth.tokens is empty"),
     ({"sseBroadcaster": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}},
      "maxReplicas must be at least minReplicas"),
+    ({"sseBroadcaster": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": 0}}},
+     "autoscaling needs a target"),
 ])
 def test_render_refuses_unsafe_values(values: dict, message: str) -> None:
     with pytest.raises(helm.HelmError, match=message):

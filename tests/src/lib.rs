@@ -12,7 +12,8 @@
 //! - [`prometheus`]: a real Prometheus scraping loopback targets, queried over its HTTP API;
 //!   [`prometheus::promtool_check_metrics`] lints a `/metrics` page.
 //! - [`mesh`]: the local mesh (control plane processes plus workloads of Envoy replicas) used by
-//!   the `mesh_*` scenarios, the `boifi-demo` binary and the `bench-plugin` benchmark.
+//!   the `mesh_*` scenarios, the `boifi-demo` binary and the `bench-plugin` and `bench-fanout`
+//!   benchmarks.
 //! - [`services`]: policy-api and the sse-broadcaster in this process on one store.
 //! - [`process`]: what every process fixture shares: output in a log file, readiness with a
 //!   deadline, stop by PID on drop, the log printed when a test fails.

@@ -2,7 +2,8 @@
 //!
 //! - `mesh/control.rs`: the [`ControlPlane`] (etcd plus `policy-api` and `sse-broadcaster`, or
 //!   `boifi serve`), which can be killed and restarted on the same ports and data like a crashed
-//!   control plane; policies and the kill switch written through its API.
+//!   control plane; policies and the kill switch written through its API. More broadcaster
+//!   replicas on its etcd: [`BroadcasterProcess`].
 //! - `mesh/workload.rs`: a [`WorkloadSpec`] becomes a [`Workload`] of [`Replica`]s, each an Envoy
 //!   sidecar running the real plugin in front of an upstream that names it in
 //!   [`UPSTREAM_HEADER`](crate::envoy::UPSTREAM_HEADER).
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::wait_until;
-pub use control::{Broadcasters, ControlPlane, ControlPlaneKind, Written};
+pub use control::{BroadcasterProcess, Broadcasters, ControlPlane, ControlPlaneKind, Written};
 pub use scenario::{binomial_bound_999, run_scenarios, Scenario};
 pub use traffic::{Outcomes, Req, FAULT_HEADER};
 pub use workload::{Replica, Workload, WorkloadSpec};

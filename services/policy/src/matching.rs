@@ -100,6 +100,18 @@ impl Selector {
         };
         fits(&self.namespace, namespace) && fits(&self.service, service)
     }
+
+    /// The namespace a workload must be in, when this selector names one (an omitted, empty
+    /// or `"*"` namespace names none).
+    pub fn required_namespace(&self) -> Option<&str> {
+        constraint(&self.namespace)
+    }
+
+    /// The service (workload name or `app` label) a workload must have, when this selector
+    /// names one.
+    pub fn required_service(&self) -> Option<&str> {
+        constraint(&self.service)
+    }
 }
 
 /// A validated policy, regexes compiled. Built by [`crate::compile`] only; read through the

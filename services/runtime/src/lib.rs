@@ -7,7 +7,8 @@
 //! - [`serve`](mod@serve): an actix-web server on an already bound listener until a shutdown
 //!   future completes, with a grace period ([`serve()`]); [`bind`]; [`shutdown_signal`]
 //!   (SIGTERM or Ctrl-C).
-//! - [`process`]: [`init_logger`] (env_logger, `RUST_LOG`, default `info`) and [`exit_code`].
+//! - [`process`]: [`init_logger`] (env_logger, `RUST_LOG`, default `info`), [`exit_code`],
+//!   and the open files limit (raised to the hard limit when binding: [`bind`]).
 //! - [`error`]: [`ErrorBody`], the JSON body of every BOIFI error response
 //!   (`{"error","message","details":[{"field","message"}]}`); each service maps its own error
 //!   enum onto it.

@@ -65,8 +65,14 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// Bind the listen address (`host:port`, the host resolved now).
+/// Bind the listen address (`host:port`, the host resolved now). First the open files limit
+/// is raised as far as allowed ([`crate::process::raise_open_files_limit`]): every client
+/// of a server is a descriptor.
 pub fn bind(addr: &str) -> Result<TcpListener, BindError> {
+    match crate::process::raise_open_files_limit() {
+        Ok(limit) => log::info!("open files limit: {limit}"),
+        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
+    }
     TcpListener::bind(addr).map_err(|source| BindError {
         addr: addr.to_owned(),
         source,

@@ -10,7 +10,7 @@
 //! | `BOIFI_DATA_DIR` | `./boifi-data` | directory of the embedded store |
 //! | `BOIFI_STREAM_HEARTBEAT_SECS` | `15` | seconds between `: ping` comments on idle streams |
 //! | `BOIFI_STREAM_RETRY_MS` | `3000` | reconnect delay advised to clients (`retry:`) |
-//! | `BOIFI_STREAM_BUFFER` | `256` | events a stream client may fall behind before it is cut off |
+//! | `BOIFI_STREAM_BUFFER` | `256` | events (and pings) a stream client may fall behind before it is cut off |
 //! | `BOIFI_STREAM_HISTORY` | `4096` | recent changes kept for `Last-Event-ID` resume |
 //! | `BOIFI_MAX_CLIENTS` | `20000` | open streams plus held polls; beyond it requests get 503 |
 //! | `BOIFI_POLL_WAIT_MS` | `30000` | long-poll wait when the request gives no `wait_ms` |
@@ -37,7 +37,8 @@ pub struct Settings {
     pub heartbeat: Duration,
     /// Reconnect delay sent to stream clients in `retry:`.
     pub retry: Duration,
-    /// Events a stream client may fall behind before it is cut off with `event: resync`.
+    /// Events (and pings) a stream client may fall behind before it is cut off with
+    /// `event: resync`.
     pub client_buffer: usize,
     /// Recent changes kept so reconnecting clients get only what they missed.
     pub history: usize,

@@ -1,45 +1,53 @@
 //! What the watcher and the HTTP handlers share: the current view, a bounded history of recent
-//! entries for resume, and the fan-out ring.
+//! entries for resume, and the clients waiting for changes.
 //!
-//! One `RwLock` orders everything: the watcher appends an entry to the history and sends it on
-//! the ring while holding it for writing, and a new client subscribes to the ring and reads the
-//! view while holding it for reading. So a client's starting point (snapshot or resume) and its
-//! first live entry meet exactly, with no gap and no duplicate.
+//! A `RwLock` orders everything: the watcher appends entries to the history and publishes a
+//! new view while holding it for writing, and a new client reads the view (and the history,
+//! to resume) and registers while holding it for reading. So a client's starting point
+//! (snapshot or resume) and the first change it is handed meet exactly, with no gap and no
+//! duplicate.
 //!
-//! The ring is a `tokio::sync::broadcast` channel: one shared buffer of `client_buffer` entries,
-//! a sender that never waits for receivers, and a receiver per stream client that costs a
-//! cursor. A client that falls more than `client_buffer` entries behind finds its place
-//! overwritten (`Lagged`) and is cut off with a `resync` event; nobody else notices.
+//! Waiting clients sit in a [`Registry`] indexed by the namespace and service names their
+//! filters give. A change is handed only to the clients whose filter admits its policy's new
+//! or old selector (every client for halt and resume): a held poll is woken once (a oneshot
+//! channel) and answers with the new view's snapshot; a stream client gets the entry on its
+//! own bounded queue. Nobody else is woken, so a change that selects one workload costs in
+//! proportion to that workload's clients. A stream client whose queue is full (it fell
+//! `client_buffer` entries behind) gets a last `CutOff` item instead and leaves the registry;
+//! nobody else notices. Lock order: the state, then the registry; the watcher lets go of the
+//! state once it holds the registry, so new clients wait only for the registration.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use actix_web::web::Bytes;
 use boifi_policy::wire::{DeleteData, Filter, HaltData, SnapshotData};
+use foldhash::HashMap;
 use serde_json::value::RawValue;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Settings;
 use crate::metrics::{EventKind, Metrics, Mode};
 use crate::model::{Delta, Policies, PolicyView};
+use crate::registry::{Id, Registry};
 use crate::sse;
 
 /// Distinct filters whose snapshot is cached per view; more are built on every request.
 const MAX_CACHED_SNAPSHOTS: usize = 4096;
 
-/// What travels on the ring.
-#[derive(Clone)]
-pub(crate) enum RingItem {
+/// What a stream client's queue carries.
+pub(crate) enum StreamItem {
+    /// A change that concerns the client.
     Entry(Arc<Entry>),
     Ping,
+    /// The client fell behind; nothing follows.
+    CutOff,
 }
 
 /// One change clients may hear about, with its frames rendered once.
 pub(crate) struct Entry {
-    /// Position in this broadcaster's sequence of entries (1, 2, ...).
-    pub seq: u64,
     /// The store revision clients see as the event id.
     pub revision: u64,
     /// Not the first entry of its revision (an expiry, or part of a reload); such entries are
@@ -47,9 +55,9 @@ pub(crate) struct Entry {
     pub secondary: bool,
     received: Instant,
     body: Body,
-    /// Stream clients that have yet to take this entry, for the fan-out histogram: the sender
-    /// adds the number of receivers, each receiver subtracts one, and whoever brings it to zero
-    /// records the time since `received`.
+    /// Clients that have yet to take this entry, for the fan-out histogram: the sender adds
+    /// the number of clients it handed the entry to, each client subtracts one, and whoever
+    /// brings it to zero records the time since `received`.
     pending: AtomicI64,
 }
 
@@ -63,7 +71,7 @@ enum Body {
 }
 
 impl Entry {
-    fn new(seq: u64, revision: u64, secondary: bool, received: Instant, delta: Delta) -> Entry {
+    fn new(revision: u64, secondary: bool, received: Instant, delta: Delta) -> Entry {
         let body = match delta {
             Delta::Policy { name, new, old } => Body::Policy {
                 new: new.map(|view| {
@@ -80,7 +88,6 @@ impl Entry {
             )),
         };
         Entry {
-            seq,
             revision,
             secondary,
             received,
@@ -110,13 +117,41 @@ impl Entry {
         }
     }
 
-    fn sent_to(&self, receivers: usize, metrics: &Metrics) {
-        if receivers > 0 {
-            self.settle(i64::try_from(receivers).unwrap_or(i64::MAX), metrics);
+    /// Whether a client with `filter` gets a frame of this entry.
+    pub fn concerns(&self, filter: &Filter) -> bool {
+        match &self.body {
+            Body::Halt(_) => true,
+            Body::Policy { new, old, .. } => {
+                new.as_ref()
+                    .is_some_and(|(view, _)| filter.admits(&view.selector))
+                    || old.as_ref().is_some_and(|old| filter.admits(&old.selector))
+            }
         }
     }
 
-    /// A stream client has handled (sent or skipped) this entry.
+    /// The registered clients this entry may concern, each once, into `out`.
+    fn candidates(&self, registry: &Registry<Waiter>, out: &mut Vec<Id>) {
+        match &self.body {
+            Body::Halt(_) => {
+                out.clear();
+                out.extend(registry.ids());
+            }
+            Body::Policy { new, old, .. } => registry.candidates(
+                new.iter()
+                    .map(|(view, _)| &view.selector)
+                    .chain(old.iter().map(|old| &old.selector)),
+                out,
+            ),
+        }
+    }
+
+    fn sent_to(&self, clients: usize, metrics: &Metrics) {
+        if clients > 0 {
+            self.settle(i64::try_from(clients).unwrap_or(i64::MAX), metrics);
+        }
+    }
+
+    /// A client has handled (sent or skipped) this entry.
     pub fn taken(&self, metrics: &Metrics) {
         self.settle(-1, metrics);
     }
@@ -133,12 +168,10 @@ impl Entry {
     }
 }
 
-/// Everything clients receive, at one point of the entry sequence.
+/// Everything clients receive, as of one revision.
 pub(crate) struct View {
     pub revision: u64,
     pub halted: bool,
-    /// The last entry this view includes.
-    pub seq: u64,
     policies: Policies,
     snapshots: Mutex<HashMap<Filter, Bytes>>,
 }
@@ -183,21 +216,136 @@ pub enum Refusal {
     TooManyClients,
 }
 
-/// Where a new stream client starts.
-pub(crate) struct StreamStart {
-    /// `retry:`, then a snapshot or the missed entries.
-    pub frames: Vec<(EventKind, Bytes)>,
-    pub ring: broadcast::Receiver<RingItem>,
-    /// Entries up to this sequence number are already covered by `frames`.
-    pub covered_seq: u64,
+/// How the hub reaches a registered client.
+pub(crate) enum Waiter {
+    /// A held poll: woken once, then out of the registry.
+    Poll(oneshot::Sender<Wake>),
+    /// A stream client's queue: `client_buffer` entries plus one slot for `CutOff`.
+    Stream(mpsc::Sender<StreamItem>),
 }
 
-/// The outcome of a long-poll check.
+/// What wakes a held poll: the first change that concerns it and the view it is part of.
+pub(crate) struct Wake {
+    entry: Arc<Entry>,
+    view: Arc<View>,
+}
+
+/// A registered client; dropping it leaves the registry.
+pub(crate) struct Subscription {
+    hub: Arc<Hub>,
+    id: Id,
+    /// Still in the registry, as far as this side knows.
+    registered: bool,
+}
+
+impl Subscription {
+    fn new(hub: &Arc<Hub>, id: Id) -> Subscription {
+        Subscription {
+            hub: hub.clone(),
+            id,
+            registered: true,
+        }
+    }
+
+    /// The hub let go of the client (a poll it woke): nothing to remove on drop, so a woken
+    /// poll does not wait for the registry while the hub is still waking the others.
+    fn left(&mut self) {
+        self.registered = false;
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.registered {
+            self.hub.registry().remove(self.id);
+        }
+    }
+}
+
+/// Where a new stream client starts.
+pub(crate) struct StreamStart {
+    /// A snapshot, or the missed entries.
+    pub frames: Vec<(EventKind, Bytes)>,
+    /// Every later entry that concerns the client, in order.
+    pub items: mpsc::Receiver<StreamItem>,
+    pub subscription: Subscription,
+}
+
+/// The outcome of a long poll's first look.
 pub(crate) enum PollCheck {
-    /// Send this snapshot and end.
-    Respond(Bytes),
-    /// The client is current as of `revision` (entry `seq`); wait for later entries.
-    Wait { seq: u64, revision: u64 },
+    /// Answer at once with this view's snapshot.
+    Respond(Arc<View>),
+    /// The client is current; it is registered and waits.
+    Wait(PollWait),
+}
+
+/// How a long poll ends.
+pub(crate) enum PollAnswer {
+    /// A change concerned the client: this snapshot.
+    Snapshot(Bytes),
+    /// Nothing for the client up to this revision.
+    Current(u64),
+}
+
+/// A held long poll, registered with the hub.
+pub(crate) struct PollWait {
+    subscription: Subscription,
+    woken: oneshot::Receiver<Wake>,
+    filter: Arc<Filter>,
+    /// The revision of the view the client registered at: it is current there.
+    revision: u64,
+}
+
+impl PollWait {
+    /// Waits for a change that concerns the client, until `deadline` or shutdown.
+    pub async fn until(mut self, deadline: tokio::time::Instant) -> PollAnswer {
+        tokio::select! {
+            woken = &mut self.woken => {
+                // Woken or shut down: either way the registry let go of the client.
+                self.subscription.left();
+                match woken {
+                    Ok(wake) => self.answer(wake),
+                    Err(_) => PollAnswer::Current(self.revision),
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => self.time_out(),
+        }
+    }
+
+    fn answer(&self, wake: Wake) -> PollAnswer {
+        wake.entry.taken(&self.subscription.hub.metrics);
+        PollAnswer::Snapshot(wake.view.snapshot_frame(&self.filter))
+    }
+
+    /// A commit publishes its view under the state lock and hands its entries out under the
+    /// registry lock, taken before it lets go of the state. So with the state lock (the view
+    /// is fixed) and then the registry (every hand-out up to that view is done): either the
+    /// client is still registered, and nothing up to the view concerned it, or a change woke it.
+    fn time_out(&mut self) -> PollAnswer {
+        let hub = self.subscription.hub.clone();
+        let state = hub.read();
+        let registered = hub.registry().remove(self.subscription.id).is_some();
+        self.subscription.left();
+        if registered {
+            let revision = state.view.as_ref().map_or(0, |view| view.revision);
+            return PollAnswer::Current(revision.max(self.revision));
+        }
+        drop(state);
+        match self.woken.try_recv() {
+            Ok(wake) => self.answer(wake),
+            Err(_) => PollAnswer::Current(self.revision),
+        }
+    }
+}
+
+impl Drop for PollWait {
+    fn drop(&mut self) {
+        // A wake this poll will not answer still counts for the fan-out histogram.
+        self.woken.close();
+        if let Ok(wake) = self.woken.try_recv() {
+            wake.entry.taken(&self.subscription.hub.metrics);
+        }
+    }
 }
 
 /// How a client at some revision stands, for the sidecar table.
@@ -232,15 +380,13 @@ struct State {
     /// Clients can resume from any revision `r` with `floor <= r <= view.revision`: every entry
     /// they may have missed is still in `history`.
     floor: u64,
-    next_seq: u64,
-    /// `None` once shut down: receivers then see the channel closed.
-    ring: Option<broadcast::Sender<RingItem>>,
+    /// New clients are refused; the registry is empty.
+    shut_down: bool,
 }
 
 pub(crate) struct Hub {
     state: RwLock<State>,
-    /// The last committed entry's `seq`; long polls wait on it.
-    changed: watch::Sender<u64>,
+    registry: Mutex<Registry<Waiter>>,
     shutdown: watch::Sender<bool>,
     pub metrics: Metrics,
     pub settings: Settings,
@@ -249,16 +395,14 @@ pub(crate) struct Hub {
 
 impl Hub {
     pub fn new(settings: Settings, metrics: Metrics) -> Hub {
-        let (ring, _) = broadcast::channel(settings.client_buffer.max(1));
         Hub {
             state: RwLock::new(State {
                 view: None,
                 history: VecDeque::new(),
                 floor: 0,
-                next_seq: 1,
-                ring: Some(ring),
+                shut_down: false,
             }),
-            changed: watch::Sender::new(0),
+            registry: Mutex::new(Registry::default()),
             shutdown: watch::Sender::new(false),
             metrics,
             settings,
@@ -275,8 +419,13 @@ impl Hub {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Publishes a new view and the deltas that lead to it. The first call only sets the view:
-    /// nobody is connected before it.
+    fn registry(&self) -> MutexGuard<'_, Registry<Waiter>> {
+        // Every registry operation leaves it consistent.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes a new view and the deltas that lead to it, and hands each delta to the
+    /// clients it concerns. The first call only sets the view: nobody is connected before it.
     pub fn commit(
         &self,
         revision: u64,
@@ -288,13 +437,12 @@ impl Hub {
     ) {
         let mut state = self.write();
         let first = state.view.is_none();
+        let mut entries = Vec::with_capacity(deltas.len());
         if first {
             state.floor = revision;
         } else {
             for delta in deltas {
-                let seq = state.next_seq;
-                state.next_seq += 1;
-                let entry = Arc::new(Entry::new(seq, revision, secondary, received, delta));
+                let entry = Arc::new(Entry::new(revision, secondary, received, delta));
                 // Later entries of the same revision (a halt plus policies in one reload)
                 // are secondary too.
                 secondary = true;
@@ -309,54 +457,132 @@ impl Hub {
                         state.floor = state.floor.max(floor);
                     }
                 }
-                if let Some(ring) = &state.ring {
-                    let receivers = ring.send(RingItem::Entry(entry.clone())).unwrap_or(0);
-                    entry.sent_to(receivers, &self.metrics);
-                }
+                entries.push(entry);
             }
         }
-        let seq = state.next_seq - 1;
-        state.view = Some(Arc::new(View {
+        let view = Arc::new(View {
             revision,
             halted,
-            seq,
             policies,
-            snapshots: Mutex::new(HashMap::new()),
-        }));
-        drop(state);
+            snapshots: Mutex::new(HashMap::default()),
+        });
+        state.view = Some(view.clone());
+        if !entries.is_empty() && !state.shut_down {
+            let mut polls = Vec::new();
+            {
+                let mut registry = self.registry();
+                // Clients that register from here on start from the new view.
+                drop(state);
+                let mut ids = Vec::new();
+                for entry in &entries {
+                    self.hand_out(&mut registry, entry, &mut ids, &mut polls);
+                }
+            }
+            // Out of the registry already; woken once it is free again, so the polls their
+            // clients send next register without waiting.
+            for (poll, entry) in polls {
+                let wake = Wake {
+                    entry,
+                    view: view.clone(),
+                };
+                if let Err(unheard) = poll.send(wake) {
+                    unheard.entry.taken(&self.metrics);
+                }
+            }
+        } else {
+            drop(state);
+        }
         self.metrics
             .revision
             .set(i64::try_from(revision).unwrap_or(i64::MAX));
-        self.changed.send_replace(seq);
         if first {
             log::info!("first snapshot loaded at revision {revision}");
         }
     }
 
-    /// Sends a heartbeat to every stream client.
+    /// Hands `entry` to every registered client it concerns: queued for streams, and for held
+    /// polls taken out of the registry into `polls`, to be woken by the caller.
+    fn hand_out(
+        &self,
+        registry: &mut Registry<Waiter>,
+        entry: &Arc<Entry>,
+        ids: &mut Vec<Id>,
+        polls: &mut Vec<(oneshot::Sender<Wake>, Arc<Entry>)>,
+    ) {
+        entry.candidates(registry, ids);
+        let mut handed = 0;
+        for &id in ids.iter() {
+            let Some((filter, waiter)) = registry.get(id) else {
+                continue;
+            };
+            if !entry.concerns(filter) {
+                continue;
+            }
+            match waiter {
+                Waiter::Stream(queue)
+                    if queue.capacity() > 1
+                        && queue.try_send(StreamItem::Entry(entry.clone())).is_ok() =>
+                {
+                    handed += 1;
+                }
+                Waiter::Stream(queue) => {
+                    // Full (or closed): the last slot is kept for this.
+                    let _ = queue.try_send(StreamItem::CutOff);
+                    registry.remove(id);
+                }
+                Waiter::Poll(_) => {
+                    if let Some(Waiter::Poll(poll)) = registry.remove(id) {
+                        polls.push((poll, entry.clone()));
+                        handed += 1;
+                    }
+                }
+            }
+        }
+        entry.sent_to(handed, &self.metrics);
+    }
+
+    /// Sends a heartbeat to every stream client; one with a full queue is cut off.
     pub fn ping(&self) {
-        if let Some(ring) = &self.read().ring {
-            let _ = ring.send(RingItem::Ping);
+        let mut registry = self.registry();
+        let mut full = Vec::new();
+        for (id, waiter) in registry.values() {
+            if let Waiter::Stream(queue) = waiter {
+                if queue.capacity() > 1 {
+                    let _ = queue.try_send(StreamItem::Ping);
+                } else {
+                    let _ = queue.try_send(StreamItem::CutOff);
+                    full.push(id);
+                }
+            }
+        }
+        for id in full {
+            registry.remove(id);
         }
     }
 
     /// Ends every stream and long poll; refuses new ones.
     pub fn shut_down(&self) {
         self.shutdown.send_replace(true);
-        self.write().ring = None;
+        let mut state = self.write();
+        state.shut_down = true;
+        // Dropping the senders ends every stream (after what it has queued) and wakes every
+        // held poll.
+        self.registry().clear();
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
 
-    pub fn changes(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-
     /// The current store revision, once loaded.
     pub fn revision(&self) -> Option<u64> {
         self.read().view.as_ref().map(|view| view.revision)
+    }
+
+    /// Clients waiting for changes (held polls and open streams).
+    #[cfg(test)]
+    pub fn registered(&self) -> usize {
+        self.registry().len()
     }
 
     /// The store revision served and the kill switch, once loaded.
@@ -386,7 +612,7 @@ impl Hub {
             .iter()
             .rev()
             .take_while(|entry| entry.revision > revision)
-            .filter(|entry| entry.frame_for(filter).is_some())
+            .filter(|entry| entry.concerns(filter))
             .last()
             .map_or(Lag::Current, |oldest| Lag::Behind {
                 since: oldest.received,
@@ -414,16 +640,17 @@ impl Hub {
     }
 
     /// Starts a stream: the entries after `last_id` when they are all still known, else a
-    /// snapshot; then live entries from the returned ring receiver.
+    /// snapshot; then the later entries that concern the client, on its queue.
     pub fn open_stream(
-        &self,
-        filter: &Filter,
+        self: &Arc<Self>,
+        filter: &Arc<Filter>,
         last_id: Option<u64>,
     ) -> Result<StreamStart, Refusal> {
         let state = self.read();
-        let ring = state.ring.as_ref().ok_or(Refusal::ShuttingDown)?;
+        if state.shut_down {
+            return Err(Refusal::ShuttingDown);
+        }
         let view = state.view.as_ref().ok_or(Refusal::NotReady)?;
-        let receiver = ring.subscribe();
         let mut frames = Vec::new();
         match last_id.filter(|id| (state.floor..=view.revision).contains(id)) {
             Some(id) => frames.extend(
@@ -437,66 +664,49 @@ impl Hub {
             ),
             None => frames.push((EventKind::Snapshot, view.snapshot_frame(filter))),
         }
+        let (queue, items) = mpsc::channel(self.settings.client_buffer.max(1) + 1);
+        let id = self
+            .registry()
+            .insert(filter.clone(), Waiter::Stream(queue));
         Ok(StreamStart {
             frames,
-            ring: receiver,
-            covered_seq: view.seq,
+            items,
+            subscription: Subscription::new(self, id),
         })
     }
 
     /// First look of a long poll from `revision`: respond at once when the client is behind
-    /// (or unknown), else wait.
-    pub fn poll_check(&self, filter: &Filter, revision: Option<u64>) -> Result<PollCheck, Refusal> {
+    /// (or unknown), else register it to wait.
+    pub fn poll_check(
+        self: &Arc<Self>,
+        filter: &Arc<Filter>,
+        revision: Option<u64>,
+    ) -> Result<PollCheck, Refusal> {
         let state = self.read();
-        if state.ring.is_none() {
+        if state.shut_down {
             return Err(Refusal::ShuttingDown);
         }
         let view = state.view.as_ref().ok_or(Refusal::NotReady)?;
         let Some(revision) = revision.filter(|r| (state.floor..=view.revision).contains(r)) else {
-            return Ok(PollCheck::Respond(view.snapshot_frame(filter)));
+            return Ok(PollCheck::Respond(view.clone()));
         };
         let behind = state
             .history
             .iter()
             .rev()
             .take_while(|entry| entry.revision > revision)
-            .any(|entry| entry.frame_for(filter).is_some());
-        Ok(if behind {
-            PollCheck::Respond(view.snapshot_frame(filter))
-        } else {
-            PollCheck::Wait {
-                seq: view.seq,
-                revision: view.revision,
-            }
-        })
-    }
-
-    /// Later look of a long poll that was current at entry `seq`.
-    pub fn poll_recheck(&self, filter: &Filter, seq: u64) -> PollCheck {
-        let state = self.read();
-        let Some(view) = state.view.as_ref() else {
-            return PollCheck::Wait { seq, revision: 0 };
-        };
-        let trimmed = view.seq > seq
-            && state
-                .history
-                .front()
-                .is_none_or(|oldest| oldest.seq > seq + 1);
-        let concerned = trimmed
-            || state
-                .history
-                .iter()
-                .rev()
-                .take_while(|entry| entry.seq > seq)
-                .any(|entry| entry.frame_for(filter).is_some());
-        if concerned {
-            PollCheck::Respond(view.snapshot_frame(filter))
-        } else {
-            PollCheck::Wait {
-                seq: view.seq,
-                revision: view.revision,
-            }
+            .any(|entry| entry.concerns(filter));
+        if behind {
+            return Ok(PollCheck::Respond(view.clone()));
         }
+        let (wake, woken) = oneshot::channel();
+        let id = self.registry().insert(filter.clone(), Waiter::Poll(wake));
+        Ok(PollCheck::Wait(PollWait {
+            subscription: Subscription::new(self, id),
+            woken,
+            filter: filter.clone(),
+            revision: view.revision,
+        }))
     }
 }
 

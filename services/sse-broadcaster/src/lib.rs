@@ -17,8 +17,9 @@
 //!
 //! Inside: `watcher` (one store watch with backoff, resume and compaction reload; expiry
 //! timer), `model` (stored vs effective policies, deltas), `hub` (current view, resume history,
-//! fan-out ring), `stream` (the stream and long-poll handlers), `sidecars` (the table of the
-//! sidecars polling this replica, from their report headers), `ops`, `metrics`, `sse`.
+//! handing each change to the clients it concerns), `registry` (waiting clients indexed by
+//! their filter's names), `stream` (the stream and long-poll handlers), `sidecars` (the table
+//! of the sidecars polling this replica, from their report headers), `ops`, `metrics`, `sse`.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ mod hub;
 mod metrics;
 mod model;
 mod ops;
+mod registry;
 mod server;
 mod sidecars;
 mod sse;

@@ -6,6 +6,11 @@ use std::sync::Arc;
 
 use boifi_sse_broadcaster::{run, Broadcaster, Config, SystemClock};
 
+// See the `jemalloc` feature in Cargo.toml.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     boifi_runtime::init_logger();

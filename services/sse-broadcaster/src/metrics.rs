@@ -8,8 +8,8 @@ use prometheus::{
 /// Client connection modes, the `mode` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
-    Stream,
-    Poll,
+    Stream = 0,
+    Poll = 1,
 }
 
 impl Mode {
@@ -24,10 +24,21 @@ impl Mode {
 /// Event names, the `event` label: the names on the wire.
 pub(crate) use boifi_policy::wire::EventKind;
 
+/// Every event name, in `EventKind` order (a kind's index in this list is `kind as usize`).
+const EVENT_KINDS: [EventKind; 5] = [
+    EventKind::Snapshot,
+    EventKind::Policy,
+    EventKind::Delete,
+    EventKind::Halt,
+    EventKind::Resync,
+];
+
 pub(crate) struct Metrics {
     pub registry: Registry,
-    clients: IntGaugeVec,
-    events_sent: IntCounterVec,
+    /// The labelled children, looked up once: a lookup hashes the label values, and every
+    /// poll counts itself in and out and counts its answer.
+    clients: [IntGauge; 2],
+    events_sent: [IntCounter; EVENT_KINDS.len()],
     pub fanout_seconds: Histogram,
     pub watch_restarts: IntCounter,
     pub snapshot_reloads: IntCounter,
@@ -55,8 +66,8 @@ impl Metrics {
         let fanout_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "boifi_broadcaster_fanout_duration_seconds",
-                "Time from receiving a store change to handing it to the last stream client \
-                 connected when it arrived.",
+                "Time from receiving a store change to handing it to the last client it \
+                 concerns (stream, or held poll answering) connected when it arrived.",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -91,10 +102,10 @@ impl Metrics {
         registry.register(Box::new(clients_cut_off.clone()))?;
         registry.register(Box::new(clients_rejected.clone()))?;
         registry.register(Box::new(revision.clone()))?;
-        // Both modes show up (at 0) before the first client connects.
-        for mode in [Mode::Stream, Mode::Poll] {
-            clients.with_label_values(&[mode.label()]);
-        }
+        // Both modes show up (at 0) before the first client connects; so does every event.
+        let clients =
+            [Mode::Stream, Mode::Poll].map(|mode| clients.with_label_values(&[mode.label()]));
+        let events_sent = EVENT_KINDS.map(|kind| events_sent.with_label_values(&[kind.name()]));
         Ok(Metrics {
             registry,
             clients,
@@ -108,16 +119,44 @@ impl Metrics {
         })
     }
 
-    pub fn clients(&self, mode: Mode) -> IntGauge {
-        self.clients.with_label_values(&[mode.label()])
+    pub fn clients(&self, mode: Mode) -> &IntGauge {
+        &self.clients[mode as usize]
     }
 
     pub fn event_sent(&self, kind: EventKind) {
-        self.events_sent.with_label_values(&[kind.name()]).inc();
+        self.events_sent[kind as usize].inc();
     }
 
     /// The exposition text of every metric in the registry.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_are_labelled_by_their_kind() {
+        let metrics = Metrics::new(Registry::new()).unwrap();
+        for kind in EVENT_KINDS {
+            metrics.event_sent(kind);
+        }
+        metrics.event_sent(EventKind::Halt);
+        metrics.clients(Mode::Poll).inc();
+        let text = metrics.render().unwrap();
+        for (kind, count) in [
+            ("snapshot", 1),
+            ("policy", 1),
+            ("delete", 1),
+            ("halt", 2),
+            ("resync", 1),
+        ] {
+            let line = format!("boifi_broadcaster_events_sent_total{{event=\"{kind}\"}} {count}");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(text.contains("boifi_broadcaster_clients{mode=\"poll\"} 1"));
+        assert!(text.contains("boifi_broadcaster_clients{mode=\"stream\"} 0"));
     }
 }

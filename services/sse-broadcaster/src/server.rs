@@ -22,6 +22,9 @@ use crate::{ops, stream, watcher};
 /// Open streams get this long to end after the shutdown signal (they end at once: the
 /// broadcaster closes them before the server stops).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Descriptors the process needs besides its clients' connections (listener, store, epoll,
+/// logs, metrics scrapes).
+const RESERVED_FILES: u64 = 64;
 
 /// A running broadcaster: the store watcher, the heartbeat and the state the routes read.
 /// Clones share one broadcaster; it stops when [`Broadcaster::shut_down`] is called or the last
@@ -121,7 +124,7 @@ impl Broadcaster {
 /// Mounts `GET /v1/config/stream`.
 pub fn configure_stream(cfg: &mut web::ServiceConfig, broadcaster: &Broadcaster) {
     cfg.service(
-        web::resource("/v1/config/stream")
+        web::resource(stream::STREAM_PATH)
             .app_data(broadcaster.data())
             .app_data(broadcaster.sidecars_data())
             .route(web::get().to(stream::config_stream))
@@ -182,10 +185,17 @@ pub async fn run(
     broadcaster: Broadcaster,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    check_open_files(broadcaster.owner.hub.settings.max_clients);
     let app_broadcaster = broadcaster.clone();
     let app = move || {
         App::new()
-            .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms"))
+            // Not the stream route: a line per answered poll is thousands per change at scale,
+            // and formatting it costs more than the answer. Clients show in the metrics; bad
+            // stream requests are logged by the handler.
+            .wrap(
+                actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms")
+                    .exclude(stream::STREAM_PATH),
+            )
             .configure(|cfg| configure(cfg, &app_broadcaster))
             .default_service(web::to(not_found))
     };
@@ -194,4 +204,38 @@ pub async fn run(
         broadcaster.shut_down()
     })
     .await
+}
+
+/// Warns when the client limit does not fit the open files limit: past it, new connections
+/// fail at accept instead of getting a 503 the clients back off from.
+fn check_open_files(max_clients: usize) {
+    let Some(limit) = boifi_runtime::process::open_files_limit() else {
+        return;
+    };
+    if let Some(clients) = clients_within(limit, max_clients) {
+        log::warn!(
+            "BOIFI_MAX_CLIENTS is {max_clients}, but this process may open only {limit} files: \
+             about {clients} clients fit; raise the container's nofile limit or lower \
+             BOIFI_MAX_CLIENTS"
+        );
+    }
+}
+
+/// How many clients fit in `limit` descriptors, when fewer than `max_clients`.
+fn clients_within(limit: u64, max_clients: usize) -> Option<u64> {
+    let fit = limit.saturating_sub(RESERVED_FILES);
+    (fit < u64::try_from(max_clients).unwrap_or(u64::MAX)).then_some(fit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_limit_is_checked_against_the_open_files_limit() {
+        assert_eq!(clients_within(1024, 20_000), Some(960));
+        assert_eq!(clients_within(20_000, 20_000), Some(19_936));
+        assert_eq!(clients_within(1_048_576, 20_000), None);
+        assert_eq!(clients_within(10, 5), Some(0));
+    }
 }

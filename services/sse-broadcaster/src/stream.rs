@@ -4,29 +4,33 @@
 //!
 //! - Stream: `retry:`, then `event: snapshot` (or, on resume, only the missed events), then
 //!   live `policy`/`delete`/`halt` events and `: ping` comments. A client that falls behind
-//!   by more than the ring buffer gets `event: resync` and the stream ends.
+//!   by more than its queue (`client_buffer` entries) gets `event: resync` and the stream ends.
 //! - Poll: a `snapshot` at once when the client's `revision` is unknown or behind for its
 //!   filter; otherwise the request is held until a change concerns it (then a `snapshot`) or the
 //!   wait ends (then a comment with `id:` of the revision the client is now current at). A held
-//!   poll is only its request future waiting on a shared `watch` channel: no task, no buffer.
+//!   poll is only its request future, registered with the hub by its filter and woken by the
+//!   first change that concerns it: no task, no buffer, and no wake-up for other changes.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use boifi_policy::wire::{self, FieldProblem, Filter, StreamQuery};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::mpsc;
 
 use crate::config::Settings;
 use crate::error::RequestError;
-use crate::hub::{ClientGuard, Hub, PollCheck, RingItem};
+use crate::hub::{ClientGuard, Hub, PollAnswer, PollCheck, StreamItem, Subscription};
 use crate::metrics::{EventKind, Mode};
 use crate::sidecars::SidecarTable;
 use crate::sse;
+
+/// The route.
+pub(crate) const STREAM_PATH: &str = "/v1/config/stream";
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,35 +89,48 @@ pub(crate) async fn config_stream(
         .get("last-event-id")
         .map(|value| value.as_bytes());
     let request = parse_request(req.query_string(), last_event_id, &hub.settings)
-        .map_err(RequestError::Invalid)?;
+        .map_err(RequestError::Invalid)
+        .inspect_err(|e| {
+            let peer = req.peer_addr().map(|addr| addr.to_string());
+            log::info!("{}: {e}", peer.as_deref().unwrap_or("stream client"));
+        })?;
     let hub = hub.into_inner();
     // A sidecar's report rides on its poll: noted on arrival, and its end when this returns.
     let _seen = sidecars.into_inner().poll_arrived(req.headers(), &request);
     match request {
-        StreamRequest::Stream { filter, resume } => open_stream(hub, filter, resume),
+        StreamRequest::Stream { filter, resume } => open_stream(hub, Arc::new(filter), resume),
         StreamRequest::Poll {
             filter,
             revision,
             wait,
-        } => long_poll(hub, filter, revision, wait).await,
+        } => long_poll(hub, Arc::new(filter), revision, wait).await,
     }
 }
 
 fn event_stream_response() -> actix_web::HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     response
-        .content_type("text/event-stream")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ))
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
         // A compression middleware would buffer events; `identity` makes actix's skip us.
-        .insert_header((header::CONTENT_ENCODING, "identity"))
+        .insert_header((
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("identity"),
+        ))
         // Proxies such as nginx must not buffer either.
-        .insert_header(("x-accel-buffering", "no"));
+        .insert_header((
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ));
     response
 }
 
 fn open_stream(
     hub: Arc<Hub>,
-    filter: Filter,
+    filter: Arc<Filter>,
     resume: Option<u64>,
 ) -> Result<HttpResponse, RequestError> {
     let guard = hub.admit(Mode::Stream)?;
@@ -130,13 +147,12 @@ fn open_stream(
             .map(|(kind, frame)| (Some(kind), frame)),
     );
     let client = Client {
-        shutdown: hub.shutdown_signal(),
         hub,
         filter,
         backlog,
-        ring: start.ring,
-        covered_seq: start.covered_seq,
+        items: start.items,
         finished: false,
+        _subscription: start.subscription,
         _guard: guard,
     };
     let body = futures::stream::unfold(client, |mut client| async move {
@@ -146,17 +162,15 @@ fn open_stream(
     Ok(event_stream_response().streaming(body))
 }
 
-/// One stream client: its start frames, then its cursor on the ring.
+/// One stream client: its start frames, then the entries the hub queues for it.
 struct Client {
     hub: Arc<Hub>,
-    filter: Filter,
+    filter: Arc<Filter>,
     backlog: VecDeque<(Option<EventKind>, Bytes)>,
-    ring: broadcast::Receiver<RingItem>,
-    /// Ring entries up to this sequence number are covered by the backlog.
-    covered_seq: u64,
-    shutdown: watch::Receiver<bool>,
+    items: mpsc::Receiver<StreamItem>,
     /// Cut off: the resync frame was the last one.
     finished: bool,
+    _subscription: Subscription,
     _guard: ClientGuard,
 }
 
@@ -172,31 +186,24 @@ impl Client {
             return None;
         }
         loop {
-            let item = tokio::select! {
-                biased;
-                _ = self.shutdown.wait_for(|down| *down) => return None,
-                item = self.ring.recv() => item,
-            };
-            match item {
-                Ok(RingItem::Ping) => return Some(sse::comment("ping")),
-                Ok(RingItem::Entry(entry)) => {
+            // `None` once the hub let go of the client (shut down).
+            match self.items.recv().await? {
+                StreamItem::Ping => return Some(sse::comment("ping")),
+                StreamItem::Entry(entry) => {
                     entry.taken(&self.hub.metrics);
-                    if entry.seq <= self.covered_seq {
-                        continue;
-                    }
+                    // The hub queues only entries that concern the client.
                     if let Some((kind, frame)) = entry.frame_for(&self.filter) {
                         self.hub.metrics.event_sent(kind);
                         return Some(frame);
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    log::info!("stream client fell {missed} events behind; sending resync");
+                StreamItem::CutOff => {
+                    log::info!("stream client fell behind; sending resync");
                     self.hub.metrics.clients_cut_off.inc();
                     self.hub.metrics.event_sent(EventKind::Resync);
                     self.finished = true;
                     return Some(sse::resync());
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     }
@@ -205,11 +212,10 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         // Entries this client will never take still count for the fan-out histogram.
-        loop {
-            match self.ring.try_recv() {
-                Ok(RingItem::Entry(entry)) => entry.taken(&self.hub.metrics),
-                Ok(RingItem::Ping) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
-                Err(_) => break,
+        self.items.close();
+        while let Ok(item) = self.items.try_recv() {
+            if let StreamItem::Entry(entry) = item {
+                entry.taken(&self.hub.metrics);
             }
         }
     }
@@ -217,37 +223,22 @@ impl Drop for Client {
 
 async fn long_poll(
     hub: Arc<Hub>,
-    filter: Filter,
+    filter: Arc<Filter>,
     revision: Option<u64>,
     wait: Duration,
 ) -> Result<HttpResponse, RequestError> {
     let _guard = hub.admit(Mode::Poll)?;
-    // Subscribe before the first check, so a change right after it still wakes us.
-    let mut changes = hub.changes();
-    let mut shutdown = hub.shutdown_signal();
-    let (mut seq, mut current) = match hub.poll_check(&filter, revision)? {
-        PollCheck::Respond(snapshot) => return Ok(poll_response(&hub, snapshot)),
-        PollCheck::Wait { seq, revision } => (seq, revision),
+    let answer = match hub.poll_check(&filter, revision)? {
+        PollCheck::Respond(view) => PollAnswer::Snapshot(view.snapshot_frame(&filter)),
+        PollCheck::Wait(held) => held.until(tokio::time::Instant::now() + wait).await,
     };
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|down| *down) => break,
-            () = tokio::time::sleep_until(deadline) => break,
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                match hub.poll_recheck(&filter, seq) {
-                    PollCheck::Respond(snapshot) => return Ok(poll_response(&hub, snapshot)),
-                    PollCheck::Wait { seq: s, revision: r } => (seq, current) = (s, r.max(current)),
-                }
-            }
+    Ok(match answer {
+        PollAnswer::Snapshot(snapshot) => poll_response(&hub, snapshot),
+        // Nothing for this client up to `revision`: it may continue from there.
+        PollAnswer::Current(revision) => {
+            event_stream_response().body(sse::id_only("timeout", revision))
         }
-    }
-    // Nothing for this client up to `current`: it may continue from there.
-    Ok(event_stream_response().body(sse::id_only("timeout", current)))
+    })
 }
 
 fn poll_response(hub: &Hub, snapshot: Bytes) -> HttpResponse {

@@ -6,7 +6,7 @@
 //! switch, a broadcaster replica's sidecar table, the API's merged one).
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -44,22 +44,27 @@ struct Service {
     process: Option<Process>,
 }
 
+/// A command for a service binary: only the variables given here configure it, whatever the
+/// caller's environment holds (e.g. a tokens file); auth off, logs at `info`.
+fn service_command(binary: &Path, env: &[(String, String)], addr: SocketAddr) -> Command {
+    let mut command = Command::new(binary);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("BOIFI_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("RUST_LOG", "info")
+        .env("BOIFI_AUTH_DISABLED", "true")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("BOIFI_LISTEN_ADDR", addr.to_string());
+    command
+}
+
 impl Service {
     fn launch(&mut self) -> Result<(), String> {
-        let mut command = Command::new(&self.binary);
+        let mut command = service_command(&self.binary, &self.env, self.addr);
         command.args(&self.args);
-        // Only the variables given here configure the service, whatever the caller's
-        // environment holds (e.g. a tokens file).
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("BOIFI_") {
-                command.env_remove(key);
-            }
-        }
-        command
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("BOIFI_LISTEN_ADDR", self.addr.to_string())
-            .env("BOIFI_AUTH_DISABLED", "true")
-            .env("RUST_LOG", "info");
         let name = format!("{} on {}", self.name, self.addr);
         let process = self
             .process
@@ -443,5 +448,62 @@ impl ControlPlane {
         state["revision"]
             .as_u64()
             .ok_or_else(|| format!("{method} /v1/halt: no revision in {state}"))
+    }
+}
+
+/// An `sse-broadcaster` process of a given build on a control plane's etcd, started and
+/// stopped on its own (the fan-out benchmark starts each build it compares fresh for each
+/// round; [`Broadcasters`] are the plane's own replicas). Stopped by PID on drop.
+pub struct BroadcasterProcess {
+    // Before `dir`: stopped while its log still exists.
+    process: Process,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl BroadcasterProcess {
+    /// Starts `binary` (default: this build's `sse-broadcaster`) on the etcd at `endpoint`,
+    /// with the variables `env` besides, on a free loopback port; returns once it is ready
+    /// (its first snapshot is loaded).
+    pub fn start(
+        endpoint: &str,
+        binary: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Result<BroadcasterProcess, String> {
+        let binary = match binary {
+            Some(path) => path.to_path_buf(),
+            None => workspace_binary("sse-broadcaster")?,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("boifi-broadcaster-")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let mut vars = vec![("BOIFI_ETCD_ENDPOINTS".to_owned(), endpoint.to_owned())];
+        vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let (process, addr) = retry(START_ATTEMPTS, || {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+            let mut command = service_command(&binary, &vars, addr);
+            let log = dir
+                .path()
+                .join(format!("sse-broadcaster-{}.log", addr.port()));
+            let name = format!("sse-broadcaster on {addr}");
+            let mut process = Process::spawn(&name, &mut command, &log)?;
+            process.wait_ready(READY_TIMEOUT, || ready(addr))?;
+            Ok((process, addr))
+        })?;
+        Ok(BroadcasterProcess { process, addr, dir })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Where its log is written.
+    pub fn log_dir(&self) -> &Path {
+        self.dir.path()
     }
 }

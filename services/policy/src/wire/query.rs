@@ -164,6 +164,29 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// The namespace [`Filter::admits`] checks a selector's required namespace against;
+    /// `None` when the client gave none, so any passes. A selector that requires a namespace
+    /// can be admitted only when this is `None` or that namespace (indexes of clients rely
+    /// on it).
+    pub fn namespace_key(&self) -> Option<&str> {
+        self.namespace.as_deref().filter(|ns| !ns.is_empty())
+    }
+
+    /// The names [`Filter::admits`] checks a selector's required service against: the
+    /// workload name, and the `app` label when it differs; `None` when any service passes (no
+    /// workload name given, or an empty `app` label). A selector that requires a service can
+    /// be admitted only when this is `None` or holds that service.
+    pub fn service_keys(&self) -> Option<(&str, Option<&str>)> {
+        let service = self.service.as_deref().filter(|s| !s.is_empty())?;
+        match self.labels.as_ref().and_then(|labels| labels.get("app")) {
+            Some(app) if app.is_empty() => None,
+            Some(app) if app != service => Some((service, Some(app))),
+            _ => Some((service, None)),
+        }
+    }
+}
+
 impl StreamQuery {
     /// The revision to resume after: `last_event_id`, else `revision`.
     pub fn resume(&self) -> Option<u64> {

@@ -395,3 +395,68 @@ fn app_label_counts_as_service_name() {
     assert!(by_app.admits(&selector("demo", "reviews-v2", &[])));
     assert!(!by_app.admits(&selector("demo", "ratings", &[])));
 }
+
+/// What an index of clients relies on: a filter admits a selector only when the selector's
+/// required namespace and service are among the filter's keys (or the filter has none).
+#[test]
+fn admitted_selectors_fit_the_filter_keys() {
+    let mut checked = 0;
+    for namespace in [None, Some(""), Some("demo"), Some("prod")] {
+        for service in [None, Some(""), Some("reviews"), Some("reviews-v1")] {
+            for labels in [
+                None,
+                Some(labels(&[])),
+                Some(labels(&[("app", "reviews")])),
+                Some(labels(&[("app", "")])),
+                Some(labels(&[("app", "ratings"), ("version", "v2")])),
+            ] {
+                let filter = Filter {
+                    namespace: namespace.map(str::to_owned),
+                    service: service.map(str::to_owned),
+                    labels,
+                };
+                for sel_ns in ["", "*", "demo", "prod"] {
+                    for sel_svc in ["", "*", "reviews", "reviews-v1", "ratings"] {
+                        for sel_labels in [&[][..], &[("version", "v2")][..]] {
+                            let selector = selector(sel_ns, sel_svc, sel_labels);
+                            if !filter.admits(&selector) {
+                                continue;
+                            }
+                            checked += 1;
+                            if let (Some(required), Some(key)) =
+                                (selector.required_namespace(), filter.namespace_key())
+                            {
+                                assert_eq!(required, key, "{filter:?} {selector:?}");
+                            }
+                            if let (Some(required), Some((name, app))) =
+                                (selector.required_service(), filter.service_keys())
+                            {
+                                assert!(
+                                    required == name || Some(required) == app,
+                                    "{filter:?} {selector:?}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 500, "{checked}");
+    // The keys narrow where they can.
+    let sidecar = filter(
+        Some("demo"),
+        Some("reviews-v1"),
+        Some("app:reviews,version:v1"),
+    );
+    assert_eq!(sidecar.namespace_key(), Some("demo"));
+    assert_eq!(
+        sidecar.service_keys(),
+        Some(("reviews-v1", Some("reviews")))
+    );
+    assert_eq!(
+        filter(None, Some("reviews"), None).service_keys(),
+        Some(("reviews", None))
+    );
+    assert_eq!(filter(Some("demo"), None, None).service_keys(), None);
+}

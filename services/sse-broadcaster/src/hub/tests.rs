@@ -33,8 +33,13 @@ fn commit(hub: &Hub, revision: u64, deltas: Vec<Delta>, secondary: bool) {
     )
 }
 
-fn filter(service: Option<&str>) -> Filter {
-    Filter::parse(None, service, None).unwrap()
+fn filter(service: Option<&str>) -> Arc<Filter> {
+    Arc::new(Filter::parse(None, service, None).unwrap())
+}
+
+/// A client that did not say who it is: everything concerns it.
+fn anyone() -> Arc<Filter> {
+    Arc::new(Filter::default())
 }
 
 fn ids(frames: &[(EventKind, Bytes)]) -> Vec<(EventKind, String)> {
@@ -73,28 +78,30 @@ fn nothing_is_served_before_the_first_snapshot() {
     let hub = hub_with(Settings::default());
     assert_eq!(hub.revision(), None);
     assert_eq!(
-        hub.open_stream(&Filter::default(), None).err(),
+        hub.open_stream(&anyone(), None).err(),
         Some(Refusal::NotReady)
     );
     assert!(matches!(
-        hub.poll_check(&Filter::default(), None),
+        hub.poll_check(&anyone(), None),
         Err(Refusal::NotReady)
     ));
     // The first commit sets the view; nobody is connected, so its deltas become no entries.
     commit(&hub, 7, vec![put("a", "reviews", 7, None)], true);
     assert_eq!(hub.revision(), Some(7));
-    let start = hub.open_stream(&Filter::default(), Some(7)).unwrap();
+    let start = hub.open_stream(&anyone(), Some(7)).unwrap();
     assert!(
         start.frames.is_empty(),
         "resume at the loaded revision needs nothing"
     );
-    assert_eq!(start.covered_seq, 0);
+    assert_eq!(hub.registered(), 1);
+    drop(start);
+    assert_eq!(hub.registered(), 0);
 }
 
 #[test]
 fn resume_sends_exactly_the_missed_entries_or_a_snapshot() {
     let hub = hub_with_history(Settings::default());
-    let everyone = Filter::default();
+    let everyone = anyone();
     let resumed = hub.open_stream(&everyone, Some(3)).unwrap();
     assert_eq!(
         ids(&resumed.frames),
@@ -132,7 +139,7 @@ fn trimmed_history_raises_the_resume_floor() {
         history: 2,
         ..Settings::default()
     });
-    let everyone = Filter::default();
+    let everyone = anyone();
     assert_eq!(
         ids(&hub.open_stream(&everyone, Some(3)).unwrap().frames).len(),
         2
@@ -162,15 +169,9 @@ fn secondary_entries_are_replayed_at_their_revision() {
         vec![put("a", "reviews", 5, Some(view("a", "reviews", 5)))],
         true,
     );
-    let start = hub.open_stream(&Filter::default(), Some(5)).unwrap();
+    let start = hub.open_stream(&anyone(), Some(5)).unwrap();
     assert_eq!(ids(&start.frames), [(EventKind::Policy, "5".into())]);
-    assert_eq!(
-        hub.open_stream(&Filter::default(), Some(4))
-            .unwrap()
-            .frames
-            .len(),
-        2
-    );
+    assert_eq!(hub.open_stream(&anyone(), Some(4)).unwrap().frames.len(), 2);
 }
 
 #[test]
@@ -278,7 +279,7 @@ fn frames_parse_as_the_shared_wire_types() {
         wire_sse::last_event_data(&text, kind.name()).expect("one event of its kind")
     };
 
-    let snapshot = hub.open_stream(&Filter::default(), Some(1)).unwrap().frames;
+    let snapshot = hub.open_stream(&anyone(), Some(1)).unwrap().frames;
     let [(EventKind::Snapshot, frame)] = &snapshot[..] else {
         panic!("a snapshot: {snapshot:?}");
     };
@@ -312,7 +313,7 @@ fn frames_parse_as_the_shared_wire_types() {
         true,
         Instant::now(),
     );
-    let frame = hub.open_stream(&Filter::default(), None).unwrap().frames[0]
+    let frame = hub.open_stream(&anyone(), None).unwrap().frames[0]
         .1
         .clone();
     let data = read(&frame, EventKind::Snapshot);
@@ -337,28 +338,66 @@ fn frames_parse_as_the_shared_wire_types() {
     assert_eq!(names, ["a", "b"]);
 }
 
-#[tokio::test]
-async fn live_entries_follow_the_start_without_gap_or_duplicate() {
-    let hub = hub_with_history(Settings::default());
-    let mut start = hub.open_stream(&Filter::default(), Some(4)).unwrap();
-    commit(&hub, 6, vec![put("a", "reviews", 6, None)], false);
-    let RingItem::Entry(entry) = start.ring.recv().await.unwrap() else {
-        panic!("expected an entry")
-    };
-    assert_eq!(entry.revision, 6);
-    assert!(entry.seq > start.covered_seq);
-    hub.ping();
-    assert!(matches!(start.ring.recv().await.unwrap(), RingItem::Ping));
+fn entry(item: Option<StreamItem>) -> Arc<Entry> {
+    match item {
+        Some(StreamItem::Entry(entry)) => entry,
+        Some(StreamItem::Ping) => panic!("a ping, expected an entry"),
+        Some(StreamItem::CutOff) => panic!("cut off, expected an entry"),
+        None => panic!("the queue ended, expected an entry"),
+    }
 }
 
 #[tokio::test]
-async fn a_lagging_receiver_is_told_and_others_are_not_held_back() {
+async fn live_entries_follow_the_start_without_gap_or_duplicate() {
+    let hub = hub_with_history(Settings::default());
+    let mut start = hub.open_stream(&anyone(), Some(4)).unwrap();
+    assert_eq!(ids(&start.frames), [(EventKind::Policy, "5".into())]);
+    commit(&hub, 6, vec![put("a", "reviews", 6, None)], false);
+    assert_eq!(entry(start.items.recv().await).revision, 6);
+    hub.ping();
+    assert!(matches!(start.items.recv().await, Some(StreamItem::Ping)));
+    assert!(start.items.try_recv().is_err(), "nothing else queued");
+}
+
+#[tokio::test]
+async fn a_stream_is_handed_only_what_concerns_it() {
+    let hub = hub_with_history(Settings::default());
+    let mut ratings = hub.open_stream(&filter(Some("ratings")), None).unwrap();
+    commit(&hub, 6, vec![put("a", "reviews", 6, None)], false);
+    commit(&hub, 7, vec![put("b", "ratings", 7, None)], false);
+    // A policy that moves away is a delete for its former clients.
+    commit(
+        &hub,
+        8,
+        vec![put("b", "details", 8, Some(view("b", "ratings", 7)))],
+        false,
+    );
+    commit(&hub, 9, vec![Delta::Halt(true)], false);
+    let mut got = Vec::new();
+    while let Ok(StreamItem::Entry(entry)) = ratings.items.try_recv() {
+        got.push((
+            entry.revision,
+            entry.frame_for(&filter(Some("ratings"))).unwrap().0,
+        ));
+    }
+    assert_eq!(
+        got,
+        [
+            (7, EventKind::Policy),
+            (8, EventKind::Delete),
+            (9, EventKind::Halt)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_lagging_stream_is_cut_off_and_others_are_not_held_back() {
     let hub = hub_with_history(Settings {
         client_buffer: 2,
         ..Settings::default()
     });
-    let mut slow = hub.open_stream(&Filter::default(), None).unwrap().ring;
-    let mut fast = hub.open_stream(&Filter::default(), None).unwrap().ring;
+    let mut slow = hub.open_stream(&anyone(), None).unwrap();
+    let mut fast = hub.open_stream(&anyone(), None).unwrap();
     for revision in 6..=9 {
         commit(
             &hub,
@@ -366,88 +405,151 @@ async fn a_lagging_receiver_is_told_and_others_are_not_held_back() {
             vec![put("a", "reviews", revision, None)],
             false,
         );
-        let RingItem::Entry(entry) = fast.recv().await.unwrap() else {
-            panic!("entry")
-        };
-        assert_eq!(entry.revision, revision);
+        assert_eq!(entry(fast.items.recv().await).revision, revision);
     }
-    assert!(matches!(
-        slow.recv().await,
-        Err(broadcast::error::RecvError::Lagged(2))
-    ));
+    assert_eq!(entry(slow.items.recv().await).revision, 6);
+    assert_eq!(entry(slow.items.recv().await).revision, 7);
+    assert!(matches!(slow.items.recv().await, Some(StreamItem::CutOff)));
+    // Out of the registry: nothing follows.
+    assert!(slow.items.recv().await.is_none());
+    assert_eq!(hub.registered(), 1);
+    // A stream that stops reading is cut off by heartbeats alone as well.
+    hub.ping();
+    hub.ping();
+    assert_eq!(hub.registered(), 1);
+    hub.ping();
+    assert_eq!(hub.registered(), 0, "fast stopped reading too");
 }
 
 #[tokio::test]
-async fn fanout_is_observed_once_the_last_receiver_takes_the_entry() {
+async fn fanout_is_observed_once_the_last_client_takes_the_entry() {
     let hub = hub_with_history(Settings::default());
-    let mut first = hub.open_stream(&Filter::default(), None).unwrap().ring;
-    let mut second = hub.open_stream(&Filter::default(), None).unwrap().ring;
+    let mut first = hub.open_stream(&anyone(), None).unwrap();
+    let mut second = hub.open_stream(&anyone(), None).unwrap();
+    let PollCheck::Wait(held) = hub.poll_check(&anyone(), Some(5)).unwrap() else {
+        panic!("current")
+    };
+    // Not concerned: neither handed the entry nor counted.
+    let _ratings = hub.open_stream(&filter(Some("ratings")), None).unwrap();
     commit(&hub, 6, vec![put("a", "reviews", 6, None)], false);
     let observed = || hub.metrics.fanout_seconds.get_sample_count();
-    let RingItem::Entry(entry) = first.recv().await.unwrap() else {
-        panic!("entry")
-    };
-    entry.taken(&hub.metrics);
+    entry(first.items.recv().await).taken(&hub.metrics);
+    entry(second.items.recv().await).taken(&hub.metrics);
     assert_eq!(observed(), 0);
-    let RingItem::Entry(entry) = second.recv().await.unwrap() else {
-        panic!("entry")
-    };
-    entry.taken(&hub.metrics);
+    // The poll takes it when it answers (or is dropped unanswered).
+    drop(held);
     assert_eq!(observed(), 1);
-    // With no receivers there is no fan-out to measure.
+    // With nobody concerned there is no fan-out to measure.
     drop((first, second));
     commit(&hub, 7, vec![put("a", "reviews", 7, None)], false);
     assert_eq!(observed(), 1);
 }
 
-#[test]
-fn poll_checks() {
-    let hub = hub_with_history(Settings::default());
-    let reviews = filter(Some("reviews"));
-    let ratings = filter(Some("ratings"));
-    let respond = |check: PollCheck| match check {
-        PollCheck::Respond(frame) => String::from_utf8(frame.to_vec()).unwrap(),
-        PollCheck::Wait { .. } => panic!("expected a snapshot"),
-    };
-    assert!(respond(hub.poll_check(&reviews, None).unwrap()).starts_with("id: 5\nevent: snapshot"));
-    respond(hub.poll_check(&reviews, Some(0)).unwrap());
-    respond(hub.poll_check(&reviews, Some(9)).unwrap());
-    respond(hub.poll_check(&reviews, Some(4)).unwrap());
-    // Changes at 2..=5 concern only `reviews`: a `ratings` client at 2 is current.
-    let PollCheck::Wait { seq, revision } = hub.poll_check(&ratings, Some(2)).unwrap() else {
-        panic!("ratings is current")
-    };
-    assert_eq!(revision, 5);
-    let PollCheck::Wait { .. } = hub.poll_check(&reviews, Some(5)).unwrap() else {
-        panic!("reviews at 5 is current")
-    };
-    commit(&hub, 6, vec![put("a", "reviews", 6, None)], false);
-    let PollCheck::Wait { revision, .. } = hub.poll_recheck(&ratings, seq) else {
-        panic!("still nothing for ratings")
-    };
-    assert_eq!(revision, 6);
-    commit(&hub, 7, vec![put("b", "ratings", 7, None)], false);
-    assert!(respond(hub.poll_recheck(&ratings, seq)).starts_with("id: 7\n"));
+fn respond(check: Result<PollCheck, Refusal>, filter: &Filter) -> String {
+    match check.unwrap() {
+        PollCheck::Respond(view) => {
+            String::from_utf8(view.snapshot_frame(filter).to_vec()).unwrap()
+        }
+        PollCheck::Wait(_) => panic!("expected a snapshot"),
+    }
+}
+
+fn held(check: Result<PollCheck, Refusal>) -> PollWait {
+    match check.unwrap() {
+        PollCheck::Wait(held) => held,
+        PollCheck::Respond(_) => panic!("expected to wait"),
+    }
+}
+
+fn answer_text(answer: PollAnswer) -> String {
+    match answer {
+        PollAnswer::Snapshot(frame) => String::from_utf8(frame.to_vec()).unwrap(),
+        PollAnswer::Current(revision) => format!("current at {revision}"),
+    }
 }
 
 #[test]
-fn shut_down_refuses_and_closes() {
+fn a_poll_behind_or_unknown_is_answered_at_once() {
     let hub = hub_with_history(Settings::default());
-    let mut ring = hub.open_stream(&Filter::default(), None).unwrap().ring;
+    let reviews = filter(Some("reviews"));
+    let ratings = filter(Some("ratings"));
+    assert!(respond(hub.poll_check(&reviews, None), &reviews).starts_with("id: 5\nevent: snapshot"));
+    for behind_or_unknown in [0, 9, 4] {
+        respond(hub.poll_check(&reviews, Some(behind_or_unknown)), &reviews);
+    }
+    // Changes at 2..=5 concern only `reviews`: a `ratings` client at 2 is current.
+    held(hub.poll_check(&ratings, Some(2)));
+    held(hub.poll_check(&reviews, Some(5)));
+    assert_eq!(hub.registered(), 0, "dropped polls leave the registry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_poll_is_woken_only_by_a_change_that_concerns_it() {
+    let hub = hub_with_history(Settings::default());
+    let ratings = held(hub.poll_check(&filter(Some("ratings")), Some(5)));
+    let details = held(hub.poll_check(&filter(Some("details")), Some(5)));
+    let reviews = held(hub.poll_check(&filter(Some("reviews")), Some(5)));
+    let anyone = held(hub.poll_check(&anyone(), Some(5)));
+    assert_eq!(hub.registered(), 4);
+
+    commit(&hub, 6, vec![put("a", "reviews", 6, None)], false);
+    // Woken and out of the registry: the reviews client and the one that said nothing.
+    assert_eq!(hub.registered(), 2);
+    let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+    assert!(answer_text(reviews.until(far).await).starts_with("id: 6\nevent: snapshot"));
+    assert!(answer_text(anyone.until(far).await).starts_with("id: 6\nevent: snapshot"));
+
+    // A policy moving from ratings to details wakes both (for one it is now gone).
+    commit(
+        &hub,
+        7,
+        vec![put("b", "details", 7, Some(view("b", "ratings", 6)))],
+        false,
+    );
+    assert_eq!(hub.registered(), 0);
+    for moved in [ratings, details] {
+        let text = answer_text(moved.until(far).await);
+        assert!(text.starts_with("id: 7\nevent: snapshot"), "{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_poll_times_out_current_at_the_latest_revision() {
+    let hub = hub_with_history(Settings::default());
+    let ratings = held(hub.poll_check(&filter(Some("ratings")), Some(5)));
+    commit(&hub, 6, vec![put("a", "reviews", 6, None)], false);
+    let soon = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    assert_eq!(answer_text(ratings.until(soon).await), "current at 6");
+    assert_eq!(hub.registered(), 0);
+
+    // Halt concerns everyone; shutdown lets go of everyone at their own revision.
+    let ratings = held(hub.poll_check(&filter(Some("ratings")), Some(6)));
+    commit(&hub, 7, vec![Delta::Halt(true)], false);
+    let text = answer_text(ratings.until(soon).await);
+    assert!(text.starts_with("id: 7\nevent: snapshot"), "{text}");
+    let details = held(hub.poll_check(&filter(Some("details")), Some(7)));
+    hub.shut_down();
+    assert_eq!(answer_text(details.until(soon).await), "current at 7");
+}
+
+#[tokio::test]
+async fn shut_down_refuses_and_closes() {
+    let hub = hub_with_history(Settings::default());
+    let mut start = hub.open_stream(&anyone(), None).unwrap();
     hub.shut_down();
     assert!(*hub.shutdown_signal().borrow());
     assert_eq!(
-        hub.open_stream(&Filter::default(), None).err(),
+        hub.open_stream(&anyone(), None).err(),
         Some(Refusal::ShuttingDown)
     );
     assert!(matches!(
-        hub.poll_check(&Filter::default(), None),
+        hub.poll_check(&anyone(), None),
         Err(Refusal::ShuttingDown)
     ));
-    assert!(matches!(
-        ring.try_recv(),
-        Err(broadcast::error::TryRecvError::Closed)
-    ));
+    assert!(start.items.recv().await.is_none());
+    // Later changes are still recorded, for nobody.
+    commit(&hub, 6, vec![put("a", "reviews", 6, None)], false);
+    assert_eq!(hub.revision(), Some(6));
 }
 
 #[test]
@@ -507,7 +609,7 @@ fn lag_is_behind_exactly_when_a_poll_would_be_answered_at_once() {
     // unknown) exactly when a poll from there is answered at once. (A poll from a revision
     // ahead of this replica gets our snapshot too, yet no change here is newer than it.)
     commit(&hub, 5, vec![put("c", "reviews", 5, None)], false);
-    for filter in [&reviews, &ratings, &Filter::default()] {
+    for filter in [&reviews, &ratings, &anyone()] {
         for revision in (0..=5).map(Some).chain([None]) {
             let answered = matches!(hub.poll_check(filter, revision), Ok(PollCheck::Respond(_)));
             let lag = hub.lag(filter, revision);

@@ -297,19 +297,19 @@ fn change(hub: &Hub, revision: u64) {
 }
 
 fn client(hub: &Arc<Hub>, resume: Option<u64>) -> Client {
-    let start = hub.open_stream(&Filter::default(), resume).unwrap();
+    let filter = Arc::new(Filter::default());
+    let start = hub.open_stream(&filter, resume).unwrap();
     Client {
         hub: hub.clone(),
-        filter: Filter::default(),
+        filter,
         backlog: start
             .frames
             .into_iter()
             .map(|(k, f)| (Some(k), f))
             .collect(),
-        ring: start.ring,
-        covered_seq: start.covered_seq,
-        shutdown: hub.shutdown_signal(),
+        items: start.items,
         finished: false,
+        _subscription: start.subscription,
         _guard: hub.admit(Mode::Stream).unwrap(),
     }
 }
@@ -347,6 +347,11 @@ async fn a_client_that_falls_behind_gets_resync_and_ends() {
     let mut client = client(&hub, Some(1));
     for revision in 2..=5 {
         change(&hub, revision);
+    }
+    // What fit in its queue, then resync (no `id:`: it resumes after revision 3).
+    for revision in [2, 3] {
+        let text = frame(&mut client).await.unwrap();
+        assert!(text.starts_with(&format!("id: {revision}\n")), "{text}");
     }
     assert_eq!(
         frame(&mut client).await.unwrap(),

@@ -8,10 +8,10 @@ use boifi_store::{
     StoredPolicy, SystemClock,
 };
 use prometheus::Registry;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::*;
-use crate::hub::RingItem;
+use crate::hub::{StreamItem, StreamStart};
 use crate::metrics::Metrics;
 use crate::test_support::{policy, stored};
 use boifi_policy::wire::Filter;
@@ -191,27 +191,26 @@ fn start(store: Arc<FakeStore>, clock: Arc<dyn Clock>) -> Running {
 }
 
 async fn loaded(hub: &Hub) {
-    let mut changes = hub.changes();
     tokio::time::timeout(Duration::from_secs(10), async {
         while hub.revision().is_none() {
-            changes.changed().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     })
     .await
     .expect("first snapshot within the deadline");
 }
 
-fn subscribe(hub: &Hub) -> broadcast::Receiver<RingItem> {
-    hub.open_stream(&Filter::default(), None).unwrap().ring
+fn subscribe(hub: &Arc<Hub>) -> StreamStart {
+    hub.open_stream(&Arc::new(Filter::default()), None).unwrap()
 }
 
 /// The next entry as `(revision, event kind, policy name or halt flag)`.
-async fn next(ring: &mut broadcast::Receiver<RingItem>) -> (u64, String) {
-    let item = tokio::time::timeout(Duration::from_secs(60), ring.recv())
+async fn next(ring: &mut StreamStart) -> (u64, String) {
+    let item = tokio::time::timeout(Duration::from_secs(60), ring.items.recv())
         .await
         .expect("an entry within the deadline")
-        .expect("ring open");
-    let RingItem::Entry(entry) = item else {
+        .expect("queue open");
+    let StreamItem::Entry(entry) = item else {
         return Box::pin(next(ring)).await;
     };
     let (kind, frame) = entry.frame_for(&Filter::default()).expect("visible to all");
@@ -275,7 +274,7 @@ async fn a_lost_watch_is_resumed_from_the_last_revision_after_backoff() {
         "{:?}",
         lost_at.elapsed()
     );
-    assert!(ring.try_recv().is_err(), "no duplicates");
+    assert!(ring.items.try_recv().is_err(), "no duplicates");
 }
 
 #[tokio::test(start_paused = true)]
@@ -317,7 +316,7 @@ async fn expiries_are_applied_when_the_clock_reaches_them() {
     assert_eq!(next(&mut ring).await, (2, "policy q".into()));
 
     clock.set(2_000);
-    let RingItem::Entry(entry) = ring.recv().await.unwrap() else {
+    let Some(StreamItem::Entry(entry)) = ring.items.recv().await else {
         panic!("entry")
     };
     assert_eq!((entry.revision, entry.secondary), (2, true));
@@ -330,11 +329,12 @@ async fn expiries_are_applied_when_the_clock_reaches_them() {
 
     clock.set(5_000);
     assert_eq!(next(&mut ring).await, (2, "delete p".into()));
-    let snapshot = running.hub.poll_check(&Filter::default(), None).unwrap();
-    let crate::hub::PollCheck::Respond(frame) = snapshot else {
+    let everyone = Arc::new(Filter::default());
+    let snapshot = running.hub.poll_check(&everyone, None).unwrap();
+    let crate::hub::PollCheck::Respond(view) = snapshot else {
         panic!("snapshot")
     };
-    let text = String::from_utf8(frame.to_vec()).unwrap();
+    let text = String::from_utf8(view.snapshot_frame(&everyone).to_vec()).unwrap();
     assert!(
         text.contains("\"name\":\"q\"") && !text.contains("\"name\":\"p\""),
         "{text}"
