@@ -18,8 +18,10 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 cd "$BOIFI_ROOT"
 
-st="$(envoy_venv)/bin/st"
-[ -x "$st" ] || die "schemathesis not found in $(envoy_venv): run scripts/install-deps.sh"
+# Through the venv's python, not its `st` script: a script's shebang names the venv's absolute path,
+# which is stale once the checkout moves.
+st=("$(envoy_venv)/bin/python" -m schemathesis.cli)
+"${st[@]}" --version >/dev/null 2>&1 || die "schemathesis not found in $(envoy_venv): run scripts/install-deps.sh"
 examples="${BOIFI_ST_EXAMPLES:-60}"
 seed="${BOIFI_ST_SEED:-20260101}"
 
@@ -56,7 +58,7 @@ seed_args=(--seed "$seed")
 log "schemathesis: every check, $examples cases per operation"
 # Run from the temp dir: schemathesis keeps its example database in the working directory.
 status=0
-(cd "$work" && "$st" --no-color --config-file "$BOIFI_ROOT/tests/schemathesis/schemathesis.toml" run \
+(cd "$work" && "${st[@]}" --no-color --config-file "$BOIFI_ROOT/tests/schemathesis/schemathesis.toml" run \
     "$base/v1/openapi.json" --max-examples "$examples" "${seed_args[@]}" \
     --workers 1 --request-timeout 10 -H "Authorization: Bearer $token") || status=$?
 if [ "$status" -ne 0 ]; then
