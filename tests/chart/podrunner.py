@@ -475,7 +475,7 @@ def scenario(rendered: Rendered, run: Runner) -> None:
     expect("GET /v1/policies without a token", http("GET", policies)[0], 401)
     status, body = http("GET", policies, token=tokens["reader"])
     expect("GET /v1/policies with the rendered reader token", status, 200, body)
-    example = (ROOT / "docs" / "examples" / "reviews-abort.json").read_bytes()
+    example = (ROOT / "docs" / "examples" / "json" / "reviews-abort.json").read_bytes()
     status, body = http("POST", policies, token=tokens["reader"], body=example)
     expect("POST /v1/policies with the reader token", status, 403, body)
     status, body = http("POST", policies, token=tokens["writer"], body=example)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
-import json
+import textwrap
 from pathlib import Path
 
 import helm_python as helm
 import pytest
+import yaml
 
 from conftest import VALUES_DIR, Rendered, env_of, load_values, render
 
@@ -244,16 +245,20 @@ def test_auth_disabled_sets_env_and_warns() -> None:
         p["metadata"]["name"] != "boifi-policy-api" for p in r.of_kind("PodDisruptionBudget"))
 
 
-def test_notes_give_address_token_and_a_curl() -> None:
+def test_notes_give_address_token_and_a_boifi_apply() -> None:
     notes = by_file("defaults").notes
     assert "http://boifi-policy-api.boifi.svc.cluster.local:8080" in notes
-    assert "get secret boifi-tokens -o jsonpath='{.data.token\\.admin}'" in notes
-    assert 'curl -sS -X POST http://127.0.0.1:8080/v1/policies -H "Authorization: Bearer $TOKEN"' in notes
+    assert ("export BOIFI_TOKEN=$(kubectl -n boifi get secret boifi-tokens "
+            "-o jsonpath='{.data.token\\.admin}' | base64 -d)") in notes
+    assert "boifi apply --wait -f - <<'EOF'" in notes
+    assert '-H "Authorization: Bearer $BOIFI_TOKEN"' in notes
     assert "WARNING" not in notes
     assert "nowhere yet" in notes
-    # The policy in the curl is valid JSON.
-    body = notes.split("-d '", 1)[1].split("'", 1)[0]
-    assert json.loads(body)["metadata"]["name"] == "demo-abort"
+    # The policy in the heredoc is YAML naming demo-abort, as boifi apply reads it.
+    heredoc = notes.split("<<'EOF'\n", 1)[1].split("\n   EOF\n", 1)[0]
+    policy = yaml.safe_load(textwrap.dedent(heredoc))
+    assert policy["metadata"]["name"] == "demo-abort"
+    assert policy["spec"]["rules"][0]["fault"]["abort"]["httpStatus"] == 503
 
 
 def test_metrics_annotations_point_at_metrics() -> None:

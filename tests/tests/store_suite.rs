@@ -306,13 +306,24 @@ mod cases {
 
     pub async fn halt(store: &dyn PolicyStore) {
         assert!(!store.snapshot().await.unwrap().halted);
+        assert!(
+            !store.halt_state().await.unwrap().0,
+            "never set: not halted"
+        );
         let on = store.set_halted(true, &by()).await.unwrap();
         let snapshot = store.snapshot().await.unwrap();
         assert!(snapshot.halted);
         assert_eq!(snapshot.revision, on);
+        assert_eq!(store.halt_state().await.unwrap(), (true, on));
         let off = store.set_halted(false, &by()).await.unwrap();
         assert!(off > on);
         assert!(!store.snapshot().await.unwrap().halted);
+        // The revision is the store's, not the halt key's: a later policy write moves it.
+        let put = store
+            .put(&policy("after-halt", "1"), Precondition::None, &by())
+            .await
+            .unwrap();
+        assert_eq!(store.halt_state().await.unwrap(), (false, put.revision));
     }
 
     pub async fn revisions_strictly_increase(store: &dyn PolicyStore) {

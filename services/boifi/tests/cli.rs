@@ -459,13 +459,20 @@ fn the_documented_examples_are_valid_and_the_yaml_and_json_agree() {
     let examples = [
         "reviews-abort.yaml",
         "ratings-delay.yaml",
-        "reviews-abort.json",
+        "json/reviews-abort.json",
     ]
     .map(|f| boifi_tests::binaries::repo_file(&format!("docs/examples/{f}")));
     for file in &examples {
         let run = boifi(&["validate", "-f", file.to_str().unwrap()], &none, None).expect(0);
         assert!(run.stdout.contains(" valid ("), "{run}");
     }
+    // The directory as a whole, as a user would apply it: no policy defined twice.
+    let dir = boifi_tests::binaries::repo_file("docs/examples");
+    let run = boifi(&["validate", "-f", dir.to_str().unwrap()], &none, None).expect(0);
+    assert!(
+        !run.stdout.contains("json/"),
+        "the JSON copy is not read: {run}"
+    );
     let parse = |file: &std::path::Path, format| {
         let bytes = fs::read(file).unwrap();
         boifi_policy::ValidPolicy::parse(&bytes, format, None).expect("valid")

@@ -651,7 +651,7 @@ async fn store_errors_are_counted_by_operation() {
     .assert_error(503, "unavailable");
     let text = String::from_utf8(metrics.encode().unwrap()).unwrap();
     assert!(
-        text.contains(r#"boifi_store_errors_total{kind="unavailable",operation="snapshot"} 1"#),
+        text.contains(r#"boifi_store_errors_total{kind="unavailable",operation="halt_state"} 1"#),
         "{text}"
     );
 }

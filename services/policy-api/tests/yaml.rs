@@ -130,12 +130,19 @@ async fn a_body_of_many_yaml_documents_is_refused() {
     assert_eq!(list.body["policies"], json!([]), "nothing stored");
 }
 
+/// The files of docs/examples and of docs/examples/json (the JSON copy lives apart so that
+/// `boifi apply -f docs/examples/` does not meet the same policy twice).
 fn examples() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .collect();
+    let mut files = Vec::new();
+    for dir in [dir.clone(), dir.join("json")] {
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        files.extend(
+            entries
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.is_file()),
+        );
+    }
     files.sort();
     files
 }

@@ -257,7 +257,7 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
-/// The OpenAPI document's example policy (docs/examples/reviews-abort.json, shortened).
+/// The OpenAPI document's example policy (docs/examples/json/reviews-abort.json, shortened).
 #[cfg(feature = "openapi")]
 fn policy_example() -> serde_json::Value {
     serde_json::json!({

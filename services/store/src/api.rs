@@ -88,6 +88,13 @@ pub trait PolicyStore: Send + Sync + 'static {
     /// All policies and the halt flag at one consistent revision.
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
 
+    /// The halt flag and the revision it was read at, without reading the policies (the
+    /// backends override this; the default reads a whole snapshot).
+    async fn halt_state(&self) -> Result<(bool, Revision), StoreError> {
+        let snapshot = self.snapshot().await?;
+        Ok((snapshot.halted, snapshot.revision))
+    }
+
     /// Create or replace `policy` (keyed by `policy.metadata.name`), if `precondition` holds
     /// (else `StoreError::Conflict`). The stored `status.revision` is the write's revision.
     /// The audit entry (`create` or `replace`, attributed to `by`) is written in the same

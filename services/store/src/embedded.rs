@@ -301,6 +301,11 @@ impl PolicyStore for EmbeddedStore {
         Ok(stored.map(|p| StoredPolicy::clone(&p)))
     }
 
+    async fn halt_state(&self) -> Result<(bool, Revision), StoreError> {
+        let memory = self.shared.memory();
+        Ok((memory.halted, memory.revision))
+    }
+
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         // Under the lock only the `Arc`s are copied; the policies are cloned after it.
         let (revision, halted, shared) = {

@@ -181,6 +181,19 @@ impl PolicyStore for EtcdStore {
             .transpose()
     }
 
+    async fn halt_state(&self) -> Result<(bool, Revision), StoreError> {
+        let mut kv = self.kv.clone();
+        let response = self
+            .call("halt_state", kv.get(self.keys.halt.as_str(), None))
+            .await?;
+        let revision = response.header().map_or(0, |h| to_u64(h.revision()));
+        let halted = match response.kvs().first() {
+            Some(kv) => decode_halt(kv.into())?,
+            None => false,
+        };
+        Ok((halted, revision))
+    }
+
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         // Policies and the halt flag, not the audit trail: two reads in one transaction, so
         // at one revision.

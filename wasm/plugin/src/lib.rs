@@ -12,6 +12,8 @@
 //!   query and snapshot format are `boifi_policy::wire`, shared with the broadcaster.
 //! - [`lease`]: one poll per Envoy: the lease that elects the polling VM, and the snapshot it
 //!   shares with the others in shared data.
+//! - [`applied`]: the revision each VM applies, so the polling VM reports a revision as
+//!   enforced only once every VM has it.
 //! - [`holds`]: requests held by delays, by deadline.
 //! - [`metrics`]: stat names; [`rng`]: the per-VM random source.
 //!
@@ -26,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod applied;
 pub mod config;
 pub mod decide;
 pub mod holds;

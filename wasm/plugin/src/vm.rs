@@ -30,12 +30,12 @@ use crate::decide::{decide, Decision, FaultPlan, PolicySet, Sampler};
 use crate::holds::{tick_period_ms, Holds};
 use crate::host::Host;
 use crate::identity::Resolved;
-use crate::lease;
 use crate::metrics::{self, FaultType, Kind, Registry};
 use crate::poll::{self, FetchError, PollOutcome, Poller, Snapshot, MAX_BODY_BYTES};
 use crate::report::{Reports, Tracked};
 use crate::request::{HeaderSource, LazyRequest};
 use crate::rng::{Rng, SplitMix64};
+use crate::{applied, lease};
 
 /// The header on every faulted response; its value is the policy name.
 pub const FAULT_HEADER: &str = "x-boifi-fault";
@@ -89,6 +89,11 @@ pub struct Vm<H> {
     poller: Option<Poller>,
     /// CAS of the shared snapshot mark last applied (or published) here.
     mark_cas: Option<u32>,
+    /// The revision this VM last wrote into [`applied::APPLIED_KEY`], and when.
+    applied: Option<(u64, u64)>,
+    /// Polling VM: since when its next poll waits for the other VMs to apply the revision it
+    /// just got (see [`applied`]).
+    holding_since_ms: Option<u64>,
     set: Rc<PolicySet>,
     rng: SplitMix64,
     holds: Holds<Held>,
@@ -115,6 +120,8 @@ impl<H: Host> Vm<H> {
             reports: Reports::default(),
             poller: None,
             mark_cas: None,
+            applied: None,
+            holding_since_ms: None,
             set: Rc::new(PolicySet::default()),
             rng,
             holds: Holds::default(),
@@ -260,6 +267,9 @@ impl<H: Host> Vm<H> {
             }
             Ok(PollOutcome::Snapshot(snapshot)) => {
                 self.publish(&body);
+                if snapshot.revision != self.set.revision() {
+                    self.holding_since_ms = Some(now_ms);
+                }
                 self.apply_snapshot(snapshot);
             }
             Ok(PollOutcome::Unchanged) => {}
@@ -406,6 +416,7 @@ impl<H: Host> Vm<H> {
         }
         let now_ms = now_ns / NS_PER_MS;
         self.follow();
+        self.record_applied(now_ms);
         let leads = lease::lead(&self.host, self.lease_id, now_ms);
         let (Some(poller), Some(config)) = (self.poller.as_mut(), self.config.as_ref()) else {
             return;
@@ -424,7 +435,16 @@ impl<H: Host> Vm<H> {
             );
             failures += 1;
         }
-        if poller.is_due(now_ms) {
+        let holding = poller.is_due(now_ms)
+            && holds_for_others(
+                &self.host,
+                &mut self.holding_since_ms,
+                self.set.revision(),
+                now_ms,
+            );
+        if holding {
+            self.poll_wake_ns = (now_ms + applied::HOLD_CHECK_MS).saturating_mul(NS_PER_MS);
+        } else if poller.is_due(now_ms) {
             let request = poller.request();
             let injected =
                 injected_header(&mut self.reports, &mut self.metrics, &self.host, now_ms);
@@ -456,9 +476,26 @@ impl<H: Host> Vm<H> {
                 }
             }
         }
-        self.poll_wake_ns = poller.wake_at_ms().saturating_mul(NS_PER_MS).min(sync_ns);
+        if !holding {
+            self.poll_wake_ns = poller.wake_at_ms().saturating_mul(NS_PER_MS).min(sync_ns);
+        }
         if failures > 0 {
             self.count(metrics::CONFIG_FETCH_FAILURES, failures);
+        }
+    }
+
+    /// Writes the revision this VM applies into shared data when it changed, and every
+    /// [`applied::HEARTBEAT_MS`] to stay counted.
+    fn record_applied(&mut self, now_ms: u64) {
+        let revision = self.set.revision();
+        let due = match self.applied {
+            Some((recorded, at_ms)) => {
+                recorded != revision || now_ms.saturating_sub(at_ms) >= applied::HEARTBEAT_MS
+            }
+            None => true,
+        };
+        if due && applied::record(&self.host, self.lease_id, revision, now_ms) {
+            self.applied = Some((revision, now_ms));
         }
     }
 
@@ -609,6 +646,29 @@ impl<H: Host> Vm<H> {
 
 /// The [`INJECTED_HEADER`] for the next poll: the tracked policies' fault counters, read back
 /// from Envoy (every VM's increments), defined here on first use.
+/// Whether the polling VM keeps holding its next poll: it got a new revision at `since` and some
+/// VM of this Envoy has not applied it yet, for at most [`applied::MAX_HOLD_MS`]. Clears `since`
+/// once it stops holding.
+fn holds_for_others(host: &impl Host, since: &mut Option<u64>, revision: u64, now_ms: u64) -> bool {
+    let Some(started) = *since else {
+        return false;
+    };
+    let behind = applied::behind(host, revision, now_ms);
+    if behind == 0 {
+        *since = None;
+        return false;
+    }
+    if now_ms.saturating_sub(started) >= applied::MAX_HOLD_MS {
+        warn!(
+            "{behind} VM(s) of this Envoy did not apply revision {revision} within {} ms; polling anyway",
+            applied::MAX_HOLD_MS
+        );
+        *since = None;
+        return false;
+    }
+    true
+}
+
 fn injected_header(
     reports: &mut Reports,
     registry: &mut Registry,

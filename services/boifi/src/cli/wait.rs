@@ -7,8 +7,9 @@
 //! enforce it yet). A policy that selects no live sidecar is done at once, with a warning:
 //! there is nothing to wait for, and a sidecar that starts later gets the policy in its first
 //! snapshot. The revision waited for is the policy's current one: someone else's later write
-//! includes ours. Once every policy is done, it waits [`FOLLOWER_GRACE`] more, for each
-//! sidecar's other worker threads. At the timeout, each policy still waiting is named with its
+//! includes ours. A sidecar reports a revision only once every plugin VM of its Envoy (one
+//! per worker thread) applies it (`wasm/plugin/src/applied.rs`), so nothing more is waited
+//! for once the API says so. At the timeout, each policy still waiting is named with its
 //! lagging sidecars, and the command fails (exit 1).
 
 use std::time::{Duration, Instant};
@@ -22,11 +23,6 @@ use super::Io;
 
 /// Time between two looks (the server's view is at most 500 ms old anyway).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// Waited after the API says every selected sidecar enforces a policy. A sidecar's revision
-/// is that of its polling plugin VM; the other VMs (one per Envoy worker thread) take the
-/// snapshot from it on their next 50 ms tick, so a request may meet the old policy for up to
-/// that long after (measured up to 48 ms: docs/benchmarks.md, "Propagation").
-pub const FOLLOWER_GRACE: Duration = Duration::from_millis(100);
 
 /// Where one policy stands, from one read of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +100,6 @@ pub fn wait(
     let deadline = start + timeout;
     let mut pending: Vec<&String> = names.iter().collect();
     let mut failed = 0;
-    let mut enforced = 0;
     loop {
         let mut still = Vec::new();
         for name in pending {
@@ -114,7 +109,6 @@ pub fn wait(
                 .and_then(|policy| Progress::of(&policy));
             match progress {
                 Ok(Progress::Enforced { revision, sidecars }) => {
-                    enforced += 1;
                     writeln!(
                         io.out,
                         "{subject} enforced by {sidecars} sidecars at revision {revision} ({:.1}s)",
@@ -138,10 +132,6 @@ pub fn wait(
             }
         }
         if still.is_empty() {
-            if enforced > 0 {
-                io.out.flush()?;
-                std::thread::sleep(FOLLOWER_GRACE);
-            }
             break;
         }
         let now = Instant::now();

@@ -54,14 +54,11 @@ pub async fn get_halt(
     _: Reader,
     state: web::Data<AppState>,
 ) -> Result<web::Json<HaltState>, ApiError> {
-    let snapshot = state
+    let (halted, revision) = state
         .metrics
-        .store_result("snapshot", state.store.snapshot().await)?;
-    state.metrics.set_halted(snapshot.halted);
-    Ok(web::Json(HaltState {
-        halted: snapshot.halted,
-        revision: snapshot.revision,
-    }))
+        .store_result("halt_state", state.store.halt_state().await)?;
+    state.metrics.set_halted(halted);
+    Ok(web::Json(HaltState { halted, revision }))
 }
 
 #[utoipa::path(

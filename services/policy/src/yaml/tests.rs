@@ -25,7 +25,7 @@ const SPEC: &str = "spec: { rules: [ { fault: { abort: { httpStatus: 503 } } } ]
 #[test]
 fn the_yaml_example_is_the_json_example() {
     let yaml = include_str!("../../../../docs/examples/reviews-abort.yaml");
-    let json = include_str!("../../../../docs/examples/reviews-abort.json");
+    let json = include_str!("../../../../docs/examples/json/reviews-abort.json");
     assert_eq!(
         ValidPolicy::parse(yaml.as_bytes(), Format::Yaml, None).unwrap(),
         ValidPolicy::parse(json.as_bytes(), Format::Json, None).unwrap()

@@ -252,6 +252,83 @@ fn a_lost_poll_is_abandoned_and_its_late_answer_ignored() {
     assert_eq!(vm.policies().revision(), 0);
 }
 
+/// The poll after a new revision reports it as enforced (its `revision`), so it waits until every
+/// VM of the Envoy applies that revision: the API's "enforced" then holds for every worker.
+#[test]
+fn the_next_poll_waits_until_every_vm_applies_the_new_revision() {
+    let process = Process::at_ms(1_000);
+    let (mut leader, leader_host) = vm(&process);
+    let (mut follower, follower_host) = numbered_vm(&process, ROOT + 1);
+    assert_eq!(tick(&mut leader, &leader_host).len(), 1);
+    assert!(tick(&mut follower, &follower_host).is_empty());
+
+    answer(
+        &mut leader,
+        &leader_host,
+        Some("200"),
+        &snapshot(7, false, &[]),
+    );
+    assert!(
+        FakeHost::polls(&leader_host.calls()).is_empty(),
+        "held: the follower still applies revision 0"
+    );
+    assert_eq!(leader_host.tick_ms(), Some(applied::HOLD_CHECK_MS));
+    process.advance_ms(applied::HOLD_CHECK_MS);
+    assert!(tick(&mut leader, &leader_host).is_empty(), "still held");
+
+    process.advance_ms(lease::SYNC_MS - applied::HOLD_CHECK_MS);
+    assert!(tick(&mut follower, &follower_host).is_empty());
+    assert_eq!(follower.policies().revision(), 7);
+    let polls = tick(&mut leader, &leader_host);
+    assert_eq!(polls.len(), 1, "sent once the follower has it");
+    assert!(polls[0].contains("&revision=7&"), "{polls:?}");
+
+    // An answer without a new revision (the poll's wait ran out) is followed by a poll at once.
+    answer(
+        &mut leader,
+        &leader_host,
+        Some("200"),
+        &snapshot(7, false, &[]),
+    );
+    assert_eq!(FakeHost::polls(&leader_host.calls()).len(), 1);
+}
+
+/// A VM that never applies the new revision (it stopped ticking, or cannot parse the snapshot)
+/// holds the poll for at most MAX_HOLD_MS, and one gone for LIVE_MS is not waited for at all.
+#[test]
+fn a_vm_that_does_not_catch_up_holds_the_poll_for_a_bounded_time() {
+    let process = Process::at_ms(1_000);
+    let (mut leader, leader_host) = vm(&process);
+    let (mut follower, follower_host) = numbered_vm(&process, ROOT + 1);
+    tick(&mut leader, &leader_host);
+    tick(&mut follower, &follower_host);
+    answer(
+        &mut leader,
+        &leader_host,
+        Some("200"),
+        &snapshot(7, false, &[]),
+    );
+    let mut waited = 0;
+    while FakeHost::polls(&leader_host.calls()).is_empty() {
+        assert!(waited < applied::MAX_HOLD_MS, "never polled again");
+        process.advance_ms(applied::HOLD_CHECK_MS);
+        waited += applied::HOLD_CHECK_MS;
+        leader.on_tick();
+    }
+    assert_eq!(waited, applied::MAX_HOLD_MS);
+
+    // The follower is gone by the next change: no wait.
+    process.advance_ms(applied::LIVE_MS);
+    leader.on_tick();
+    answer(
+        &mut leader,
+        &leader_host,
+        Some("200"),
+        &snapshot(8, false, &[]),
+    );
+    assert_eq!(FakeHost::polls(&leader_host.calls()).len(), 1);
+}
+
 #[test]
 fn one_vm_polls_the_others_follow_and_one_takes_over_when_it_goes() {
     let process = Process::at_ms(1_000);
