@@ -108,13 +108,11 @@ pub fn wait(
                 .get_json::<Policy>(&policy_path(name))
                 .and_then(|policy| Progress::of(&policy));
             match progress {
-                Ok(Progress::Enforced { revision, sidecars }) => {
-                    writeln!(
-                        io.out,
-                        "{subject} enforced by {sidecars} sidecars at revision {revision} ({:.1}s)",
-                        start.elapsed().as_secs_f64()
-                    )?
-                }
+                Ok(Progress::Enforced { revision, sidecars }) => writeln!(
+                    io.out,
+                    "{subject} enforced by {sidecars} sidecars at revision {revision} ({:.1}s)",
+                    start.elapsed().as_secs_f64()
+                )?,
                 Ok(Progress::NoSidecars { .. }) => {
                     io.out.flush()?;
                     writeln!(
