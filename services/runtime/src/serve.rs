@@ -36,6 +36,11 @@ where
     B: MessageBody + 'static,
 {
     let server = HttpServer::new(app)
+        // A client that closes its connection ends the request it was waiting on: a held long
+        // poll of a sidecar that went away ends then, not when its wait runs out, so the
+        // sidecar table sees it go (actix-web keeps half-closed connections by default, and
+        // neither Envoy nor the CLI half-closes).
+        .h1_allow_half_closed(false)
         .listen(listener)?
         .disable_signals()
         .shutdown_timeout(grace.as_secs())

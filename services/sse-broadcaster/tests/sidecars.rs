@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use boifi_policy::wire::{
@@ -166,6 +167,43 @@ fn every_poll_updates_its_sidecar_and_the_table_forgets_it_after_the_ttl() {
         metric(&services, r#"boifi_broadcaster_sidecars{state="current"}"#) == Some(0.0)
     });
     assert!(swept);
+}
+
+/// A sidecar that goes away while its poll is held (its Envoy stopped, so the connection
+/// closed) stops polling at once, not when the poll's wait runs out a minute later: the
+/// servers drop a request whose client closed the connection (`boifi-runtime`'s serve).
+#[test]
+fn a_held_poll_ends_when_its_connection_closes() {
+    let services = services();
+    let addr = services.broadcaster();
+    let revision = services.put(&policy("reviews-abort", "reviews", 0));
+    services.wait_broadcaster_at(revision);
+    let reviews = identity("reviews-1", "reviews");
+    let mut socket = TcpStream::connect(addr).expect("connect");
+    write!(
+        socket,
+        "GET /v1/config/stream?mode=poll&namespace=demo&service=reviews&wait_ms=60000&revision={revision} HTTP/1.1\r\n\
+         host: broadcaster\r\n{SIDECAR_HEADER}: {reviews}\r\n\r\n"
+    )
+    .expect("send the poll");
+    let held = wait_until(deadline(), || {
+        sidecar(addr, "reviews-1").is_some_and(|s| s.polling)
+    });
+    assert!(held, "the poll is held");
+
+    drop(socket);
+    let closed = Instant::now();
+    let ended = wait_until(deadline(), || {
+        sidecar(addr, "reviews-1").is_none_or(|s| !s.polling)
+    });
+    let after = closed.elapsed();
+    assert!(ended, "still polling");
+    assert!(
+        after < Duration::from_secs(1),
+        "the poll ended {after:?} after its connection closed (its wait was 60 s)"
+    );
+    // Then forgotten after the TTL, as any sidecar whose poll ended.
+    assert!(wait_until(deadline(), || sidecar(addr, "reviews-1").is_none()));
 }
 
 #[test]
