@@ -55,6 +55,8 @@ pub struct EnvoyBuilder {
     upstream_http2: bool,
     concurrency: u32,
     cpus: Option<String>,
+    /// Other releases' WasmPlugins in the same filter chain: (namespace, broadcaster port).
+    other_releases: Vec<(String, u16)>,
 }
 
 impl EnvoyBuilder {
@@ -73,7 +75,18 @@ impl EnvoyBuilder {
             upstream_http2: false,
             concurrency: 2,
             cpus: None,
+            other_releases: Vec::new(),
         }
+    }
+
+    /// Adds a second BOIFI release's WasmPlugin (named as the chart names it, in `namespace`,
+    /// e.g. a release in another namespace that also targets this workload), after this one in
+    /// the filter chain, polling its own broadcaster at `127.0.0.1:broadcaster_port`. istiod
+    /// gives neither plugin a `vm_id`, so both run in Envoy's shared-data namespace "".
+    pub fn other_release(mut self, namespace: &str, broadcaster_port: u16) -> Self {
+        self.other_releases
+            .push((namespace.to_owned(), broadcaster_port));
+        self
     }
 
     /// The module the WasmPlugin delivers; by default the plugin ([`plugin_wasm`]).
@@ -165,9 +178,33 @@ impl EnvoyBuilder {
         }
     }
 
+    /// The WasmPlugins of [`EnvoyBuilder::other_release`], each with the cluster of its
+    /// broadcaster (as istiod names the Service `boifi-sse-broadcaster` in that namespace).
+    fn other_plugins(&self, module: &Path) -> Vec<(WasmPlugin, String, u16)> {
+        self.other_releases
+            .iter()
+            .map(|(namespace, port)| {
+                let host = format!("boifi-sse-broadcaster.{namespace}.svc.cluster.local");
+                let cluster = format!("outbound|8081||{host}");
+                let mut plugin = self.wasm_plugin(module);
+                plugin.namespace = namespace.clone();
+                plugin.plugin_config = format!(
+                    r#"{{"broadcaster_cluster":"{cluster}","broadcaster_authority":"{host}:8081","poll_wait_ms":2000,"backoff_min_ms":50,"backoff_max_ms":500}}"#
+                );
+                (plugin, cluster, *port)
+            })
+            .collect()
+    }
+
     /// The bootstrap: what pilot-agent writes, plus the inbound listener and the clusters
-    /// istiod would send over LDS and CDS, with the plugin's filter reading `ecds_file`.
-    fn bootstrap(&self, plugin: &WasmPlugin, ports: &Ports, ecds_file: &Path) -> Value {
+    /// istiod would send over LDS and CDS, with each plugin's filter reading its file of
+    /// `ecds_files`.
+    fn bootstrap(
+        &self,
+        plugins: &[(WasmPlugin, String, u16)],
+        ports: &Ports,
+        ecds_files: &[PathBuf],
+    ) -> Value {
         let cluster = |name: &str, port: u16| {
             json!({
                 "name": name,
@@ -189,6 +226,18 @@ impl EnvoyBuilder {
                 }
             });
         }
+        let router = json!({"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}});
+        let http_filters: Vec<Value> = plugins
+            .iter()
+            .zip(ecds_files)
+            .map(|((plugin, _, _), file)| plugin.http_filter(file))
+            .chain([router])
+            .collect();
+        let clusters: Vec<Value> = [inbound]
+            .into_iter()
+            .chain(plugins.iter().map(|(_, name, port)| cluster(name, *port)))
+            .collect();
         json!({
             "node": self.pod().node(),
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}},
@@ -206,18 +255,11 @@ impl EnvoyBuilder {
                                 "name": "inbound|http|8080", "domains": ["*"],
                                 "routes": [{"match": {"prefix": "/"}, "route": {"cluster": INBOUND_CLUSTER}}]
                             }]},
-                            "http_filters": [
-                                plugin.http_filter(ecds_file),
-                                {"name": "envoy.filters.http.router", "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-                            ]
+                            "http_filters": http_filters
                         }
                     }]}]
                 }],
-                "clusters": [
-                    inbound,
-                    cluster(BROADCASTER_CLUSTER, self.broadcaster_port),
-                ]
+                "clusters": clusters
             }
         })
     }
@@ -230,22 +272,43 @@ impl EnvoyBuilder {
             Some(module) => module.clone(),
             None => plugin_wasm().unwrap_or_else(|e| panic!("no plugin: {e}")),
         };
-        let plugin = self.wasm_plugin(&module);
+        let plugins: Vec<(WasmPlugin, String, u16)> = [(
+            self.wasm_plugin(&module),
+            BROADCASTER_CLUSTER.to_owned(),
+            self.broadcaster_port,
+        )]
+        .into_iter()
+        .chain(self.other_plugins(&module))
+        .collect();
         let options = LaunchOptions {
             concurrency: self.concurrency,
             cpus: self.cpus.clone(),
         };
-        let resource = plugin
-            .delivered_resource()
-            .unwrap_or_else(|e| panic!("the chart's WasmPlugin is not delivered: {e}"));
+        let resources: Vec<Value> = plugins
+            .iter()
+            .map(|(plugin, _, _)| {
+                plugin
+                    .delivered_resource()
+                    .unwrap_or_else(|e| panic!("the chart's WasmPlugin is not delivered: {e}"))
+            })
+            .collect();
+        // Envoy's file-based ECDS takes one resource per file (istiod's ADS sends them all).
+        let ecds_name = |i: usize| match i {
+            0 => ECDS_FILE.to_owned(),
+            i => format!("ecds-{i}.json"),
+        };
         let mut envoy = Envoy::start_with(&options, |ports, dir| {
-            let ecds_file = dir.join(ECDS_FILE);
-            istio::write_ecds(&ecds_file, 1, std::slice::from_ref(&resource))
-                .map_err(|e| format!("write {}: {e}", ecds_file.display()))?;
-            Ok(self.bootstrap(&plugin, ports, &ecds_file).to_string())
+            let mut files = Vec::new();
+            for (i, resource) in resources.iter().enumerate() {
+                let file = dir.join(ecds_name(i));
+                istio::write_ecds(&file, 1, std::slice::from_ref(resource))
+                    .map_err(|e| format!("write {}: {e}", file.display()))?;
+                files.push(file);
+            }
+            Ok(self.bootstrap(&plugins, ports, &files).to_string())
         });
         envoy.plugin = Some(DeliveredPlugin {
-            resource_name: plugin.resource_name(),
+            resource_name: plugins[0].0.resource_name(),
             ecds_file: envoy._dir.path().join(ECDS_FILE),
             version: AtomicU64::new(1),
         });
@@ -682,7 +745,8 @@ mod tests {
             listen: 3,
             admin: 4,
         };
-        let config = builder.bootstrap(&plugin, &ports, &ecds);
+        let plugins = [(plugin.clone(), BROADCASTER_CLUSTER.to_owned(), 2)];
+        let config = builder.bootstrap(&plugins, &ports, std::slice::from_ref(&ecds));
         assert_eq!(config["node"]["metadata"]["WORKLOAD_NAME"], "cart-v1");
         assert_eq!(config["node"]["metadata"]["LABELS"]["version"], "v\"1");
         assert_eq!(config["node"]["cluster"], "cart.shop");

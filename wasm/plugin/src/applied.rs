@@ -5,7 +5,8 @@
 //! data on their next tick (up to [`crate::lease::SYNC_MS`] later). The `revision` of the next
 //! poll is what the broadcaster records as the revision this sidecar enforces, so if that poll
 //! went out at once, the API would say "enforced" while a worker VM still decides requests on
-//! the previous set. Instead every VM writes its own line in [`APPLIED_KEY`] when it applies a
+//! the previous set. Instead every VM writes its own line in shared data (the plugin's
+//! [`Keys::applied`]) when it applies a
 //! snapshot (and every [`HEARTBEAT_MS`]), and the polling VM holds its next poll until every VM
 //! heard of in the last [`LIVE_MS`] applies the revision it just got, or [`MAX_HOLD_MS`] passed.
 //!
@@ -13,8 +14,8 @@
 //! away (a configuration reload replaces every VM) stops writing and drops out after [`LIVE_MS`].
 
 use crate::host::Host;
+use crate::lease::Keys;
 
-pub const APPLIED_KEY: &str = "boifi.applied";
 /// How often a VM rewrites its line when nothing changed, to stay counted.
 pub const HEARTBEAT_MS: u64 = 500;
 /// A VM whose line is older than this is gone.
@@ -69,9 +70,9 @@ fn is_live(line: &Applied, now_ms: u64) -> bool {
 
 /// Records that VM `me` applies `revision` at `now_ms`, dropping the lines of VMs gone. False
 /// when the write kept losing CAS races (the caller tries again on its next tick).
-pub fn record(host: &impl Host, me: u64, revision: u64, now_ms: u64) -> bool {
+pub fn record(host: &impl Host, keys: &Keys, me: u64, revision: u64, now_ms: u64) -> bool {
     for _ in 0..CAS_ATTEMPTS {
-        let (value, cas) = host.shared_data(APPLIED_KEY);
+        let (value, cas) = host.shared_data(&keys.applied);
         let mut lines: Vec<Applied> = parse(value.as_deref().unwrap_or_default())
             .into_iter()
             .filter(|l| l.vm != me && is_live(l, now_ms))
@@ -82,7 +83,7 @@ pub fn record(host: &impl Host, me: u64, revision: u64, now_ms: u64) -> bool {
             revision,
             at_ms: now_ms,
         });
-        if host.set_shared_data(APPLIED_KEY, render(&lines).as_bytes(), cas) {
+        if host.set_shared_data(&keys.applied, render(&lines).as_bytes(), cas) {
             return true;
         }
     }
@@ -90,8 +91,8 @@ pub fn record(host: &impl Host, me: u64, revision: u64, now_ms: u64) -> bool {
 }
 
 /// How many live VMs apply another revision than `revision`.
-pub fn behind(host: &impl Host, revision: u64, now_ms: u64) -> usize {
-    let value = host.shared_data(APPLIED_KEY).0.unwrap_or_default();
+pub fn behind(host: &impl Host, keys: &Keys, revision: u64, now_ms: u64) -> usize {
+    let value = host.shared_data(&keys.applied).0.unwrap_or_default();
     parse(&value)
         .iter()
         .filter(|l| is_live(l, now_ms) && l.revision != revision)
@@ -102,6 +103,10 @@ pub fn behind(host: &impl Host, revision: u64, now_ms: u64) -> usize {
 mod tests {
     use super::*;
     use crate::test_support::{FakeHost, Process};
+
+    fn keys() -> Keys {
+        Keys::default()
+    }
 
     #[test]
     fn lines_round_trip_and_junk_is_skipped() {
@@ -142,26 +147,34 @@ mod tests {
     fn every_vm_keeps_its_own_line_and_gone_vms_drop_out() {
         let process = Process::at_ms(10_000);
         let host = FakeHost::new(&process);
-        assert_eq!(behind(&host, 5, process.now_ms()), 0, "no VM heard of yet");
-        assert!(record(&host, 1, 5, process.now_ms()));
-        assert!(record(&host, 2, 4, process.now_ms()));
-        assert_eq!(behind(&host, 5, process.now_ms()), 1);
-        assert!(record(&host, 2, 5, process.now_ms()));
-        assert_eq!(behind(&host, 5, process.now_ms()), 0);
         assert_eq!(
-            parse(process.shared(APPLIED_KEY).unwrap().as_bytes()).len(),
+            behind(&host, &keys(), 5, process.now_ms()),
+            0,
+            "no VM heard of yet"
+        );
+        assert!(record(&host, &keys(), 1, 5, process.now_ms()));
+        assert!(record(&host, &keys(), 2, 4, process.now_ms()));
+        assert_eq!(behind(&host, &keys(), 5, process.now_ms()), 1);
+        assert!(record(&host, &keys(), 2, 5, process.now_ms()));
+        assert_eq!(behind(&host, &keys(), 5, process.now_ms()), 0);
+        assert_eq!(
+            parse(process.shared(&keys().applied).unwrap().as_bytes()).len(),
             2
         );
         // VM 2 stops writing: VM 1's heartbeats keep going, and VM 2's line expires.
-        assert!(record(&host, 2, 4, process.now_ms()));
+        assert!(record(&host, &keys(), 2, 4, process.now_ms()));
         process.advance_ms(LIVE_MS - 1);
-        assert_eq!(behind(&host, 5, process.now_ms()), 1);
-        assert!(record(&host, 1, 5, process.now_ms()));
+        assert_eq!(behind(&host, &keys(), 5, process.now_ms()), 1);
+        assert!(record(&host, &keys(), 1, 5, process.now_ms()));
         process.advance_ms(1);
-        assert_eq!(behind(&host, 5, process.now_ms()), 0, "VM 2 is gone");
-        assert!(record(&host, 1, 5, process.now_ms()));
         assert_eq!(
-            process.shared(APPLIED_KEY).as_deref(),
+            behind(&host, &keys(), 5, process.now_ms()),
+            0,
+            "VM 2 is gone"
+        );
+        assert!(record(&host, &keys(), 1, 5, process.now_ms()));
+        assert_eq!(
+            process.shared(&keys().applied).as_deref(),
             Some("1 5 11500\n"),
             "and its line was dropped"
         );
@@ -171,17 +184,17 @@ mod tests {
     fn a_write_that_loses_a_cas_race_is_retried_on_the_new_value() {
         let process = Process::at_ms(1_000);
         let (first, second) = (FakeHost::new(&process), FakeHost::new(&process));
-        assert!(record(&first, 1, 1, process.now_ms()));
+        assert!(record(&first, &keys(), 1, 1, process.now_ms()));
         let other = second.clone();
         let now = process.now_ms();
-        first.before_next_write(move || assert!(record(&other, 2, 1, now)));
-        assert!(record(&first, 1, 2, now));
-        let lines = parse(process.shared(APPLIED_KEY).unwrap().as_bytes());
+        first.before_next_write(move || assert!(record(&other, &keys(), 2, 1, now)));
+        assert!(record(&first, &keys(), 1, 2, now));
+        let lines = parse(process.shared(&keys().applied).unwrap().as_bytes());
         assert_eq!(
             lines.len(),
             2,
             "neither write lost the other's line: {lines:?}"
         );
-        assert_eq!(behind(&first, 2, now), 1);
+        assert_eq!(behind(&first, &keys(), 2, now), 1);
     }
 }

@@ -21,11 +21,15 @@ pub trait Host {
     /// Wall clock in ns since the Unix epoch.
     fn now_ns(&self) -> Option<u64>;
 
-    /// A shared-data value (shared by the VMs of this plugin in the Envoy process) and its CAS.
+    /// A shared-data value and its CAS. Shared by every VM with the same `vm_id` in the
+    /// Envoy process: istiod sets none, so by every WasmPlugin's VMs ([`crate::lease::Keys`]).
     fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
 
     /// Writes a shared-data value; with `cas`, only if the value has not changed since.
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+
+    /// The plugin's name (`PluginConfig.name`; istiod writes `<namespace>.<WasmPlugin name>`).
+    fn plugin_name(&self) -> Option<String>;
 
     /// Arms the root context's tick.
     fn set_tick_period_ms(&self, ms: u64) -> bool;
@@ -94,6 +98,10 @@ impl Host for Envoy {
         let t = hostcalls::get_current_time().ok()?;
         let d = t.duration_since(UNIX_EPOCH).ok()?;
         u64::try_from(d.as_nanos()).ok()
+    }
+
+    fn plugin_name(&self) -> Option<String> {
+        property(&["plugin_name"]).map(lossy_utf8)
     }
 
     fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {

@@ -189,6 +189,8 @@ struct FakeVm {
     grpc: Cell<bool>,
     /// Runs just before the next shared-data write: another VM acting in between.
     before_write: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// `PluginConfig.name`; none by default.
+    plugin_name: RefCell<Option<String>>,
 }
 
 impl FakeHost {
@@ -239,6 +241,11 @@ impl FakeHost {
     /// Context `id` ended (its requests can no longer be resumed).
     pub fn end_context(&self, id: u32) {
         self.vm.gone.borrow_mut().push(id);
+    }
+
+    /// Names the plugin this VM belongs to (as `PluginConfig.name`).
+    pub fn set_plugin_name(&self, name: &str) {
+        *self.vm.plugin_name.borrow_mut() = Some(name.to_owned());
     }
 
     /// Runs `action` just before this VM's next shared-data write, as if another VM ran between
@@ -311,6 +318,10 @@ impl Host for FakeHost {
 
     fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         self.process.get(key)
+    }
+
+    fn plugin_name(&self) -> Option<String> {
+        self.vm.plugin_name.borrow().clone()
     }
 
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {

@@ -78,6 +78,8 @@ pub struct Vm<H> {
     root_id: u32,
     /// This VM's name in the lease (random: context ids repeat across VMs).
     lease_id: u64,
+    /// This plugin's shared-data keys (set on configure, from the plugin's name).
+    keys: lease::Keys,
     /// False until a valid configuration arrives: the filter then passes everything.
     active: bool,
     config: Option<PluginConfig>,
@@ -89,7 +91,7 @@ pub struct Vm<H> {
     poller: Option<Poller>,
     /// CAS of the shared snapshot mark last applied (or published) here.
     mark_cas: Option<u32>,
-    /// The revision this VM last wrote into [`applied::APPLIED_KEY`], and when.
+    /// The revision this VM last wrote into shared data ([`applied`]), and when.
     applied: Option<(u64, u64)>,
     /// Polling VM: since when its next poll waits for the other VMs to apply the revision it
     /// just got (see [`applied`]).
@@ -111,6 +113,7 @@ impl<H: Host> Vm<H> {
         let mut rng = SplitMix64::seeded(now, root_id);
         Vm {
             lease_id: rng.next_u64(),
+            keys: lease::Keys::default(),
             host,
             root_id,
             active: false,
@@ -162,6 +165,7 @@ impl<H: Host> Vm<H> {
         for field in &parsed.unknown_fields {
             warn!("plugin configuration: unknown field {field:?} ignored");
         }
+        self.keys = lease::Keys::for_plugin(self.host.plugin_name().as_deref());
         let resolved = identity();
         for problem in &resolved.problems {
             warn!("workload identity: {problem}");
@@ -417,7 +421,7 @@ impl<H: Host> Vm<H> {
         let now_ms = now_ns / NS_PER_MS;
         self.follow();
         self.record_applied(now_ms);
-        let leads = lease::lead(&self.host, self.lease_id, now_ms);
+        let leads = lease::lead(&self.host, &self.keys, self.lease_id, now_ms);
         let (Some(poller), Some(config)) = (self.poller.as_mut(), self.config.as_ref()) else {
             return;
         };
@@ -438,6 +442,7 @@ impl<H: Host> Vm<H> {
         let holding = poller.is_due(now_ms)
             && holds_for_others(
                 &self.host,
+                &self.keys,
                 &mut self.holding_since_ms,
                 self.set.revision(),
                 now_ms,
@@ -494,14 +499,14 @@ impl<H: Host> Vm<H> {
             }
             None => true,
         };
-        if due && applied::record(&self.host, self.lease_id, revision, now_ms) {
+        if due && applied::record(&self.host, &self.keys, self.lease_id, revision, now_ms) {
             self.applied = Some((revision, now_ms));
         }
     }
 
     /// Applies a snapshot that another VM shared since this one last looked.
     fn follow(&mut self) {
-        let Some(data) = lease::follow(&self.host, &mut self.mark_cas) else {
+        let Some(data) = lease::follow(&self.host, &self.keys, &mut self.mark_cas) else {
             return;
         };
         match poll::parse_snapshot(data) {
@@ -520,7 +525,7 @@ impl<H: Host> Vm<H> {
         let Some(data) = std::str::from_utf8(body).ok().and_then(poll::snapshot_data) else {
             return;
         };
-        lease::publish(&self.host, &data, &mut self.mark_cas);
+        lease::publish(&self.host, &self.keys, &data, &mut self.mark_cas);
     }
 
     fn apply_snapshot(&mut self, snapshot: Snapshot) {
@@ -649,11 +654,17 @@ impl<H: Host> Vm<H> {
 /// Whether the polling VM keeps holding its next poll: it got a new revision at `since` and some
 /// VM of this Envoy has not applied it yet, for at most [`applied::MAX_HOLD_MS`]. Clears `since`
 /// once it stops holding.
-fn holds_for_others(host: &impl Host, since: &mut Option<u64>, revision: u64, now_ms: u64) -> bool {
+fn holds_for_others(
+    host: &impl Host,
+    keys: &lease::Keys,
+    since: &mut Option<u64>,
+    revision: u64,
+    now_ms: u64,
+) -> bool {
     let Some(started) = *since else {
         return false;
     };
-    let behind = applied::behind(host, revision, now_ms);
+    let behind = applied::behind(host, keys, revision, now_ms);
     if behind == 0 {
         *since = None;
         return false;

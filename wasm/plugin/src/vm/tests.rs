@@ -252,6 +252,41 @@ fn a_lost_poll_is_abandoned_and_its_late_answer_ignored() {
     assert_eq!(vm.policies().revision(), 0);
 }
 
+/// Two plugins (two BOIFI releases) in one Envoy share its shared data: each VM keys it by
+/// its plugin's name, so each plugin has a VM that polls its own broadcaster.
+#[test]
+fn vms_of_two_plugins_each_poll() {
+    let process = Process::at_ms(1_000);
+    let named = |name: &str, root_id: u32| {
+        let host = FakeHost::new(&process);
+        host.set_plugin_name(name);
+        let mut vm = Vm::new(host.clone(), root_id);
+        assert!(vm.configure(Some(CONFIG), identity));
+        (vm, host)
+    };
+    let (mut first, first_host) = named("boifi.boifi-plugin", ROOT);
+    let (mut second, second_host) = named("chaos-team.boifi-plugin", ROOT + 1);
+    assert_eq!(tick(&mut first, &first_host).len(), 1);
+    assert_eq!(
+        tick(&mut second, &second_host).len(),
+        1,
+        "not the first plugin's lease"
+    );
+    answer(
+        &mut first,
+        &first_host,
+        Some("200"),
+        &snapshot(7, false, &[]),
+    );
+    process.advance_ms(lease::SYNC_MS);
+    tick(&mut second, &second_host);
+    assert_eq!(
+        second.policies().revision(),
+        0,
+        "not the first plugin's snapshot"
+    );
+}
+
 /// The poll after a new revision reports it as enforced (its `revision`), so it waits until every
 /// VM of the Envoy applies that revision: the API's "enforced" then holds for every worker.
 #[test]
@@ -717,7 +752,7 @@ fn labels_that_cannot_be_reported_are_left_out() {
         assert!(!identity.contains("labels"), "{identity}");
         assert!(identity.contains(r#""pod":"reviews-7d9f5c-00000""#));
         assert_eq!(host.gauge(metrics::REPORT_LABELS_DROPPED), Some(dropped));
-        process.set(lease::LEASE_KEY, b"", None);
+        process.set(&lease::Keys::default().lease, b"", None);
     }
     // No pod at all: polls go without reports.
     let host = FakeHost::new(&process);
