@@ -1,5 +1,6 @@
 //! Test harness shared by BOIFI's crates.
 //!
+//! - [`bench`]: what the benchmark binaries share (a count argument, quantiles).
 //! - [`binaries`]: where every program under test comes from (cargo for the workspace
 //!   binaries, the plugin module, Envoy, etcd, Prometheus, promtool) and the variables that
 //!   override each.
@@ -28,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod binaries;
 pub mod envoy;
 mod etcd;

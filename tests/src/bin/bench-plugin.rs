@@ -33,11 +33,11 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use boifi_tests::bench::{median, quantile, whole_number};
 use boifi_tests::binaries::plugin_wasm;
 use boifi_tests::envoy::{Envoy, LaunchOptions, BROADCASTER_AUTHORITY, BROADCASTER_CLUSTER};
 use boifi_tests::mesh::{ControlPlane, ControlPlaneKind, MeshBuilder, Req, WorkloadSpec};
 use boifi_tests::wait_until;
-use clap::builder::RangedU64ValueParser;
 use clap::Parser;
 use serde_json::json;
 
@@ -75,11 +75,6 @@ struct Args {
 
 /// No bound but the machine's.
 const MAX: u64 = u32::MAX as u64;
-
-/// A whole number in `min..=max`.
-fn whole_number(min: u64, max: u64) -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::new().range(min..=max)
-}
 
 fn main() -> ExitCode {
     match run(&Args::parse()) {
@@ -724,27 +719,19 @@ fn measure_propagation(changes: usize) -> Result<Propagation, String> {
     Ok(result)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn quantile_ms(values: &[Duration], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3
+    quantile(values, q).as_secs_f64() * 1e3
 }
 
 fn report(args: &Args, plugin_size: u64, cost: &CostSamples, propagation: &Propagation) {
-    let med = |v: Variant, f: fn(&Sample) -> f64| median(cost[&v].iter().map(f).collect());
+    let med = |v: Variant, f: fn(&Sample) -> f64| median(cost[&v].iter().map(f));
     // Differences within a round, then the median over rounds.
     let added = |v: Variant, against: Variant, f: fn(&Sample) -> f64| {
         median(
             cost[&v]
                 .iter()
                 .zip(&cost[&against])
-                .map(|(a, b)| f(a) - f(b))
-                .collect(),
+                .map(|(a, b)| f(a) - f(b)),
         )
     };
     println!(
@@ -784,8 +771,7 @@ fn report(args: &Args, plugin_size: u64, cost: &CostSamples, propagation: &Propa
         cost[&Variant::Plugin100]
             .iter()
             .zip(&cost[&Variant::Fault])
-            .map(|(p, f)| p.cpu_us_per_request / f.cpu_us_per_request)
-            .collect(),
+            .map(|(p, f)| p.cpu_us_per_request / f.cpu_us_per_request),
     );
     let added_p99 = added(Variant::Plugin100, Variant::Base, |s| s.p99_us);
     println!("\nEnvoy CPU per request, added over base: fault filter {fault_added:+.2} us, plugin with 0 policies {plugin0_added:+.2} us, plugin with {} policies {plugin_added:+.2} us", args.policies);

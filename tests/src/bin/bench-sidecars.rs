@@ -36,11 +36,11 @@ use boifi_policy::wire::{
     INJECTED_HEADER, SIDECAR_HEADER,
 };
 use boifi_policy::Workload;
+use boifi_tests::bench::{median, quantile, whole_number};
 use boifi_tests::http::{http_request, KeepAliveClient};
 use boifi_tests::mesh::{Broadcasters, ControlPlane, ControlPlaneKind};
 use boifi_tests::process::{cpu_time, resident_bytes};
 use boifi_tests::wait_until;
-use clap::builder::RangedU64ValueParser;
 use clap::Parser;
 use serde_json::{json, Value};
 
@@ -73,10 +73,6 @@ struct Args {
     /// `GET /v1/sidecars` answers timed.
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = whole_number(1, 10_000))]
     listings: usize,
-}
-
-fn whole_number(min: u64, max: u64) -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::new().range(min..=max)
 }
 
 /// What one simulated sidecar sends.
@@ -240,17 +236,6 @@ fn listing(control: &ControlPlane) -> Result<(Duration, usize, SidecarsPage), St
 
 fn cpu(pid: u32) -> Result<Duration, String> {
     cpu_time(pid).ok_or_else(|| format!("no CPU time for {pid}"))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    values[values.len() / 2]
-}
-
-fn quantile(values: &[Duration], q: f64) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 fn run(args: &Args) -> Result<(), String> {

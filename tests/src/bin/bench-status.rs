@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use boifi_policy::wire::{FaultCounts, SidecarState, SidecarStatus, SidecarsPage};
 use boifi_policy::{Enforcement, Policy, Selector, Workload};
 use boifi_policy_api::sidecars::{ReplicaRead, SidecarView};
-use clap::builder::RangedU64ValueParser;
+use boifi_tests::bench::{quantile, whole_number};
 use clap::Parser;
 use serde_json::json;
 
@@ -49,10 +49,6 @@ struct Args {
     /// Interleaved rounds.
     #[arg(long, value_name = "N", default_value_t = 7, value_parser = whole_number(1, 1000))]
     rounds: usize,
-}
-
-fn whole_number(min: u64, max: u64) -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::new().range(min..=max)
 }
 
 /// The newest policy revision; sidecars are at it or up to 4 behind.
@@ -131,11 +127,6 @@ fn per_sidecar(sidecars: &[(Workload, u64)], selector: &Selector, revision: u64)
         }
     }
     (selected, enforcing)
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort_unstable();
-    values[values.len() / 2]
 }
 
 fn ms(d: Duration) -> String {
@@ -279,7 +270,7 @@ fn run(args: &Args) -> Result<(), String> {
             times.entry(index).or_default().push(start.elapsed());
         }
     }
-    let t = |step: Step| median(times[&steps.iter().position(|s| *s == step).unwrap()].clone());
+    let t = |step: Step| quantile(&times[&steps.iter().position(|s| *s == step).unwrap()], 0.5);
     println!(
         "\n### Sidecar status in a list ({} sidecars in {} workloads and {} namespaces, 2 replicas; {} policies selecting {} sidecars in all; {} rounds)\n",
         args.sidecars, args.workloads, args.namespaces, args.policies, selected_total, args.rounds

@@ -31,8 +31,8 @@ use boifi_store::{
     Attribution, Clock, EmbeddedStore, EtcdConfig, EtcdStore, PolicyStore, Precondition,
     SystemClock,
 };
+use boifi_tests::bench::whole_number;
 use boifi_tests::EtcdServer;
-use clap::builder::RangedU64ValueParser;
 use clap::Parser;
 use futures::StreamExt;
 use serde_json::json;
@@ -68,10 +68,6 @@ struct Args {
     /// Measure the embedded store only.
     #[arg(long)]
     no_etcd: bool,
-}
-
-fn whole_number(min: u64, max: u64) -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::new().range(min..=max)
 }
 
 fn main() -> ExitCode {

@@ -12,6 +12,7 @@
 //!
 //! Run: `cargo build --release --bin plugin-footprint && target/release/plugin-footprint`
 
+use boifi_tests::bench::median;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -31,11 +32,6 @@ struct Args {
 
 fn rss(envoy: &Envoy) -> Result<u64, String> {
     boifi_tests::process::resident_bytes(envoy.pid().ok_or("Envoy has no PID")?)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    values[values.len() / 2]
 }
 
 fn measure(concurrency: u32, rounds: usize) -> Result<(f64, f64, f64), String> {

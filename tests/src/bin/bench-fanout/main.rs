@@ -38,6 +38,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use boifi_tests::bench::whole_number;
 use boifi_tests::binaries::workspace_binary;
 use boifi_tests::http::http_request;
 use boifi_tests::mesh::{BroadcasterProcess, ControlPlane, ControlPlaneKind};
@@ -91,11 +92,6 @@ struct Args {
     /// holding one. Repeat to compare; default: `current=` this build's.
     #[arg(long = "variant", value_name = "NAME=PATH")]
     variants: Vec<String>,
-}
-
-/// A whole number in `min..=max`.
-fn whole_number(min: u64, max: u64) -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::new().range(min..=max)
 }
 
 /// Milliseconds in `min..=max`.

@@ -1,0 +1,50 @@
+//! What the benchmark binaries (`src/bin/bench-*`) share: a bounded count argument and order
+//! statistics.
+
+use std::time::Duration;
+
+use clap::builder::RangedU64ValueParser;
+
+/// A clap parser for a count in `min..=max`.
+pub fn whole_number(min: u64, max: u64) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(min..=max)
+}
+
+/// The `q` quantile (0 to 1) of `values`, the sample nearest to rank `(n - 1) * q`; zero when
+/// there are none.
+pub fn quantile(values: &[Duration], q: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    match sorted.len() {
+        0 => Duration::ZERO,
+        n => sorted[((n - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize],
+    }
+}
+
+/// The median of `values` (the upper one of an even count); zero when there are none.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut sorted: Vec<f64> = values.into_iter().collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_and_medians_pick_samples() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|&m| Duration::from_millis(m))
+                .collect::<Vec<_>>()
+        };
+        let samples = ms(&[5, 1, 4, 2, 3]);
+        assert_eq!(quantile(&samples, 0.0), Duration::from_millis(1));
+        assert_eq!(quantile(&samples, 0.5), Duration::from_millis(3));
+        assert_eq!(quantile(&samples, 1.0), Duration::from_millis(5));
+        assert_eq!(quantile(&[], 0.99), Duration::ZERO);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert_eq!(median([]), 0.0);
+    }
+}
