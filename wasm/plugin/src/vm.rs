@@ -439,7 +439,8 @@ impl<H: Host> Vm<H> {
             );
             failures += 1;
         }
-        let holding = poller.is_due(now_ms)
+        let due = poller.is_due(now_ms);
+        let holding = due
             && holds_for_others(
                 &self.host,
                 &self.keys,
@@ -449,7 +450,7 @@ impl<H: Host> Vm<H> {
             );
         if holding {
             self.poll_wake_ns = (now_ms + applied::HOLD_CHECK_MS).saturating_mul(NS_PER_MS);
-        } else if poller.is_due(now_ms) {
+        } else if due {
             let request = poller.request();
             let injected =
                 injected_header(&mut self.reports, &mut self.metrics, &self.host, now_ms);
@@ -649,8 +650,6 @@ impl<H: Host> Vm<H> {
     }
 }
 
-/// The [`INJECTED_HEADER`] for the next poll: the tracked policies' fault counters, read back
-/// from Envoy (every VM's increments), defined here on first use.
 /// Whether the polling VM keeps holding its next poll: it got a new revision at `since` and some
 /// VM of this Envoy has not applied it yet, for at most [`applied::MAX_HOLD_MS`]. Clears `since`
 /// once it stops holding.
@@ -680,6 +679,8 @@ fn holds_for_others(
     true
 }
 
+/// The [`INJECTED_HEADER`] for the next poll: the tracked policies' fault counters, read back
+/// from Envoy (every VM's increments), defined here on first use.
 fn injected_header(
     reports: &mut Reports,
     registry: &mut Registry,
