@@ -146,8 +146,13 @@ impl EnvoyBuilder {
     /// The chart's computed `pluginConfig` with a short poll wait and backoff, so tests see
     /// changes and retries quickly.
     pub fn default_plugin_config() -> String {
+        Self::plugin_config_for(BROADCASTER_CLUSTER, BROADCASTER_AUTHORITY)
+    }
+
+    /// The same, for the broadcaster behind `cluster` at `authority`.
+    fn plugin_config_for(cluster: &str, authority: &str) -> String {
         format!(
-            r#"{{"broadcaster_cluster":"{BROADCASTER_CLUSTER}","broadcaster_authority":"{BROADCASTER_AUTHORITY}","poll_wait_ms":2000,"backoff_min_ms":50,"backoff_max_ms":500}}"#
+            r#"{{"broadcaster_cluster":"{cluster}","broadcaster_authority":"{authority}","poll_wait_ms":2000,"backoff_min_ms":50,"backoff_max_ms":500}}"#
         )
     }
 
@@ -188,9 +193,7 @@ impl EnvoyBuilder {
                 let cluster = format!("outbound|8081||{host}");
                 let mut plugin = self.wasm_plugin(module);
                 plugin.namespace = namespace.clone();
-                plugin.plugin_config = format!(
-                    r#"{{"broadcaster_cluster":"{cluster}","broadcaster_authority":"{host}:8081","poll_wait_ms":2000,"backoff_min_ms":50,"backoff_max_ms":500}}"#
-                );
+                plugin.plugin_config = Self::plugin_config_for(&cluster, &format!("{host}:8081"));
                 (plugin, cluster, *port)
             })
             .collect()
