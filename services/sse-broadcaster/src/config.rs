@@ -15,7 +15,7 @@
 //! | `BOIFI_MAX_CLIENTS` | `20000` | open streams plus held polls; beyond it requests get 503 |
 //! | `BOIFI_POLL_WAIT_MS` | `30000` | long-poll wait when the request gives no `wait_ms` |
 //! | `BOIFI_POLL_MAX_WAIT_MS` | `60000` | upper bound of `wait_ms` |
-//! | `BOIFI_SIDECAR_TTL_SECS` | `30` | a sidecar is forgotten this long after its last poll ended |
+//! | `BOIFI_SIDECAR_TTL_SECS` | `30` | a sidecar is forgotten this long after its last poll was answered (5 s after one cut off, if shorter) |
 //!
 //! The replica's name in `GET /v1/sidecars` answers is `HOSTNAME` (the pod name in
 //! Kubernetes), else the listen address.

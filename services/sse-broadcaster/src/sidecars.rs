@@ -38,6 +38,11 @@ use crate::stream::StreamRequest;
 
 /// Policies whose counts one sidecar's entry keeps; past it the one reported longest ago goes.
 pub(crate) const MAX_POLICIES_PER_SIDECAR: usize = 1024;
+/// How long a sidecar whose held poll was cut off (its connection closed: the Envoy stopped,
+/// or gave up on the poll) stays listed without polling again, at most the TTL. A restarted
+/// Envoy polls again within a second; a deleted pod never does, and should not keep
+/// `apply --wait` waiting for a full TTL.
+pub(crate) const CUT_OFF_TTL: Duration = Duration::from_secs(5);
 /// How often dead sidecars are forgotten and the gauges refreshed.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// At most one warning per this interval about bad report headers (the rest are counted).
@@ -108,8 +113,19 @@ struct Sidecar {
     arrived_at: Instant,
     /// Polls of it held now (one, but for a moment when the sidecar's polling VM changes).
     held: u32,
+    /// Whether its last poll ended cut off rather than answered.
+    cut_off: bool,
     /// Latest cumulative counts per policy, and when each was last reported.
     injected: BTreeMap<String, (FaultCounts, Instant)>,
+}
+
+/// How a poll ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Answered (a change, its wait ran out, or refused).
+    Answered,
+    /// Its connection closed while it was held.
+    CutOff,
 }
 
 /// The table was full: the sidecar is not tracked (its poll is served all the same).
@@ -150,7 +166,7 @@ impl Table {
     }
 
     fn is_live(&self, sidecar: &Sidecar, now: Instant) -> bool {
-        sidecar.held > 0 || now.saturating_duration_since(sidecar.last_seen_at) < self.ttl
+        is_live(sidecar, now, self.ttl)
     }
 
     /// A poll arrived at `now` (`wall` by the wall clock): the sidecar's entry is created or
@@ -181,6 +197,7 @@ impl Table {
                 last_seen_at: now,
                 arrived_at: now,
                 held: 0,
+                cut_off: false,
                 injected: BTreeMap::new(),
             }),
         };
@@ -198,18 +215,20 @@ impl Table {
         sidecar.last_seen_at = now;
         sidecar.arrived_at = now;
         sidecar.held = sidecar.held.saturating_add(1);
+        sidecar.cut_off = false;
         for (policy, counts) in injected.into_iter().flatten() {
             merge(&mut sidecar.injected, policy, counts, now);
         }
         Ok(key)
     }
 
-    /// A poll of `key` ended at `now`.
-    pub fn leave(&mut self, key: &Key, now: Instant, wall: SystemTime) {
+    /// A poll of `key` ended at `now`, as `ended` says.
+    pub fn leave(&mut self, key: &Key, now: Instant, wall: SystemTime, ended: Ended) {
         if let Some(sidecar) = self.sidecars.get_mut(key) {
             sidecar.held = sidecar.held.saturating_sub(1);
             sidecar.last_seen = wall;
             sidecar.last_seen_at = now;
+            sidecar.cut_off = ended == Ended::CutOff;
         }
     }
 
@@ -217,9 +236,8 @@ impl Table {
     pub fn sweep(&mut self, now: Instant) -> usize {
         let before = self.sidecars.len();
         let ttl = self.ttl;
-        self.sidecars.retain(|_, sidecar| {
-            sidecar.held > 0 || now.saturating_duration_since(sidecar.last_seen_at) < ttl
-        });
+        self.sidecars
+            .retain(|_, sidecar| is_live(sidecar, now, ttl));
         before - self.sidecars.len()
     }
 
@@ -286,6 +304,17 @@ impl Table {
 
 /// Keeps `counts` for `policy`; past [`MAX_POLICIES_PER_SIDECAR`] the policy reported
 /// longest ago makes room (a deleted policy's counts stop changing, so it goes first).
+/// Live: a poll of it is held, or its last one ended less than the TTL ago ([`CUT_OFF_TTL`]
+/// when that poll was cut off).
+fn is_live(sidecar: &Sidecar, now: Instant, ttl: Duration) -> bool {
+    let ttl = if sidecar.cut_off {
+        ttl.min(CUT_OFF_TTL)
+    } else {
+        ttl
+    };
+    sidecar.held > 0 || now.saturating_duration_since(sidecar.last_seen_at) < ttl
+}
+
 fn merge(
     injected: &mut BTreeMap<String, (FaultCounts, Instant)>,
     policy: String,
@@ -526,6 +555,7 @@ impl SidecarTable {
         match self.lock().arrive(poll, now, SystemTime::now()) {
             Ok(key) => PollSeen {
                 table: Some((self.clone(), key)),
+                ended: Ended::CutOff,
             },
             Err(Full) => {
                 self.metrics.untracked.inc();
@@ -593,21 +623,34 @@ impl SidecarTable {
     }
 }
 
-/// Held by a poll while it lasts; notes its end in the table.
+/// Held by a poll while it lasts; notes its end in the table when dropped: as answered once
+/// [`PollSeen::answered`] was called, else as cut off (actix-web drops the handler of a
+/// request whose connection closed).
 pub(crate) struct PollSeen {
     table: Option<(Arc<SidecarTable>, Key)>,
+    ended: Ended,
 }
 
 impl PollSeen {
     fn untracked() -> PollSeen {
-        PollSeen { table: None }
+        PollSeen {
+            table: None,
+            ended: Ended::CutOff,
+        }
+    }
+
+    /// The handler produced its response.
+    pub fn answered(&mut self) {
+        self.ended = Ended::Answered;
     }
 }
 
 impl Drop for PollSeen {
     fn drop(&mut self) {
         if let Some((table, key)) = self.table.take() {
-            table.lock().leave(&key, Instant::now(), SystemTime::now());
+            table
+                .lock()
+                .leave(&key, Instant::now(), SystemTime::now(), self.ended);
         }
     }
 }

@@ -95,16 +95,19 @@ pub(crate) async fn config_stream(
             log::info!("{}: {e}", peer.as_deref().unwrap_or("stream client"));
         })?;
     let hub = hub.into_inner();
-    // A sidecar's report rides on its poll: noted on arrival, and its end when this returns.
-    let _seen = sidecars.into_inner().poll_arrived(req.headers(), &request);
-    match request {
+    // A sidecar's report rides on its poll: noted on arrival, and its end when this returns
+    // (or is dropped, its connection closed).
+    let mut seen = sidecars.into_inner().poll_arrived(req.headers(), &request);
+    let response = match request {
         StreamRequest::Stream { filter, resume } => open_stream(hub, Arc::new(filter), resume),
         StreamRequest::Poll {
             filter,
             revision,
             wait,
         } => long_poll(hub, Arc::new(filter), revision, wait).await,
-    }
+    };
+    seen.answered();
+    response
 }
 
 fn event_stream_response() -> actix_web::HttpResponseBuilder {

@@ -170,11 +170,19 @@ fn every_poll_updates_its_sidecar_and_the_table_forgets_it_after_the_ttl() {
 }
 
 /// A sidecar that goes away while its poll is held (its Envoy stopped, so the connection
-/// closed) stops polling at once, not when the poll's wait runs out a minute later: the
-/// servers drop a request whose client closed the connection (`boifi-runtime`'s serve).
+/// closed) stops polling at once, not when the poll's wait runs out a minute later (the servers
+/// drop a request whose client closed the connection: `boifi-runtime`'s serve), and is
+/// forgotten after the cut-off TTL (5 s), not the TTL (30 s here).
 #[test]
 fn a_held_poll_ends_when_its_connection_closes() {
-    let services = services();
+    const CUT_OFF_TTL: Duration = Duration::from_secs(5);
+    let services = Services::embedded(
+        Settings {
+            sidecar_ttl: Duration::from_secs(30),
+            ..Settings::default()
+        },
+        None,
+    );
     let addr = services.broadcaster();
     let revision = services.put(&policy("reviews-abort", "reviews", 0));
     services.wait_broadcaster_at(revision);
@@ -202,8 +210,15 @@ fn a_held_poll_ends_when_its_connection_closes() {
         after < Duration::from_secs(1),
         "the poll ended {after:?} after its connection closed (its wait was 60 s)"
     );
-    // Then forgotten after the TTL, as any sidecar whose poll ended.
-    assert!(wait_until(deadline(), || sidecar(addr, "reviews-1").is_none()));
+    let gone = wait_until(closed + CUT_OFF_TTL + Duration::from_secs(5), || {
+        sidecar(addr, "reviews-1").is_none()
+    });
+    let after = closed.elapsed();
+    assert!(gone, "still listed {after:?} after its connection closed");
+    assert!(
+        after >= CUT_OFF_TTL - Duration::from_millis(100) && after < CUT_OFF_TTL + Duration::from_secs(2),
+        "forgotten {after:?} after its connection closed"
+    );
 }
 
 #[test]

@@ -66,7 +66,7 @@ fn a_sidecar_lives_while_it_polls_and_for_the_ttl_after() {
     assert_eq!(page[0].revision, 3);
     assert_eq!(page[0].first_seen, wall);
     let ended = wall + Duration::from_secs(3600);
-    table.leave(&key, t1, ended);
+    table.leave(&key, t1, ended, Ended::Answered);
     let (page, _) = table.page(&everything(), t1, None, all_current).unwrap();
     assert!(!page[0].polling);
     assert_eq!(page[0].last_seen, ended);
@@ -78,8 +78,48 @@ fn a_sidecar_lives_while_it_polls_and_for_the_ttl_after() {
     assert_eq!(table.sweep(t1 + TTL), 1);
     assert_eq!(table.len(), 0);
     // A late end of a forgotten poll changes nothing.
-    table.leave(&key, t1 + TTL, ended);
+    table.leave(&key, t1 + TTL, ended, Ended::Answered);
     assert_eq!(table.len(), 0);
+}
+
+/// A poll cut off by its connection closing (the Envoy stopped) leaves the sidecar listed for
+/// CUT_OFF_TTL only; a new poll makes it an ordinary sidecar again.
+#[test]
+fn a_sidecar_whose_poll_was_cut_off_goes_sooner() {
+    let ttl = CUT_OFF_TTL * 6;
+    let t0 = Instant::now();
+    let wall = SystemTime::now();
+    let mut table = Table::new(ttl, 100);
+    let gone = table
+        .arrive(poll("demo", "reviews-0", "reviews", Some(3)), t0, wall)
+        .unwrap();
+    let answered = table
+        .arrive(poll("demo", "reviews-1", "reviews", Some(3)), t0, wall)
+        .unwrap();
+    table.leave(&gone, t0, wall, Ended::CutOff);
+    table.leave(&answered, t0, wall, Ended::Answered);
+    let just_before = t0 + CUT_OFF_TTL - Duration::from_millis(1);
+    assert_eq!(
+        pods(&table, &everything(), just_before),
+        ["reviews-0", "reviews-1"]
+    );
+    assert_eq!(pods(&table, &everything(), t0 + CUT_OFF_TTL), ["reviews-1"]);
+    assert_eq!(table.sweep(t0 + CUT_OFF_TTL), 1);
+    // Back within the grace: polling again, and its next answered poll gets the full TTL.
+    let back = table
+        .arrive(poll("demo", "reviews-1", "reviews", Some(4)), t0, wall)
+        .unwrap();
+    table.leave(&back, t0, wall, Ended::CutOff);
+    table.arrive(poll("demo", "reviews-1", "reviews", Some(4)), t0, wall).unwrap();
+    table.leave(&back, t0, wall, Ended::Answered);
+    assert_eq!(pods(&table, &everything(), t0 + ttl - Duration::from_millis(1)), ["reviews-1"]);
+    // A TTL shorter than CUT_OFF_TTL bounds it too.
+    let mut short = Table::new(Duration::from_secs(1), 10);
+    let key = short
+        .arrive(poll("demo", "reviews-2", "reviews", None), t0, wall)
+        .unwrap();
+    short.leave(&key, t0, wall, Ended::CutOff);
+    assert_eq!(short.sweep(t0 + Duration::from_secs(1)), 1);
 }
 
 #[test]
@@ -90,7 +130,7 @@ fn each_poll_updates_the_entry_and_reports_merge() {
     let mut first = poll("demo", "reviews-0", "reviews", None);
     first.injected = injected(&[("a", 1, 0), ("b", 0, 2)]);
     let key = table.arrive(first, t0, wall).unwrap();
-    table.leave(&key, t0, wall);
+    table.leave(&key, t0, wall, Ended::Answered);
     // Later reports carry only what changed; counts are cumulative and replace.
     let mut second = poll("demo", "reviews-0", "reviews", Some(9));
     second.injected = injected(&[("a", 5, 0)]);
@@ -164,8 +204,8 @@ fn the_table_is_bounded_and_makes_room_when_sidecars_go() {
     assert!(table
         .arrive(poll("demo", "a", "w", Some(2)), t0, wall)
         .is_ok());
-    table.leave(&a, t0, wall);
-    table.leave(&a, t0, wall);
+    table.leave(&a, t0, wall, Ended::Answered);
+    table.leave(&a, t0, wall, Ended::Answered);
     table.sweep(t0 + TTL);
     assert!(table
         .arrive(poll("demo", "c", "w", Some(1)), t0 + TTL, wall)
@@ -330,7 +370,7 @@ fn states_follow_the_hubs_lag_asked_once_per_filter_and_revision() {
     let key = idle
         .arrive(poll("demo", "x", "ratings", Some(1)), t0, wall)
         .unwrap();
-    idle.leave(&key, t0, wall);
+    idle.leave(&key, t0, wall, Ended::Answered);
     assert_eq!(idle.census(t0 + TTL, None, lag), Census::default());
 }
 
