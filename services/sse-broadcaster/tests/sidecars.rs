@@ -216,7 +216,8 @@ fn a_held_poll_ends_when_its_connection_closes() {
     let after = closed.elapsed();
     assert!(gone, "still listed {after:?} after its connection closed");
     assert!(
-        after >= CUT_OFF_TTL - Duration::from_millis(100) && after < CUT_OFF_TTL + Duration::from_secs(2),
+        after >= CUT_OFF_TTL - Duration::from_millis(100)
+            && after < CUT_OFF_TTL + Duration::from_secs(2),
         "forgotten {after:?} after its connection closed"
     );
 }

@@ -110,9 +110,14 @@ fn a_sidecar_whose_poll_was_cut_off_goes_sooner() {
         .arrive(poll("demo", "reviews-1", "reviews", Some(4)), t0, wall)
         .unwrap();
     table.leave(&back, t0, wall, Ended::CutOff);
-    table.arrive(poll("demo", "reviews-1", "reviews", Some(4)), t0, wall).unwrap();
+    table
+        .arrive(poll("demo", "reviews-1", "reviews", Some(4)), t0, wall)
+        .unwrap();
     table.leave(&back, t0, wall, Ended::Answered);
-    assert_eq!(pods(&table, &everything(), t0 + ttl - Duration::from_millis(1)), ["reviews-1"]);
+    assert_eq!(
+        pods(&table, &everything(), t0 + ttl - Duration::from_millis(1)),
+        ["reviews-1"]
+    );
     // A TTL shorter than CUT_OFF_TTL bounds it too.
     let mut short = Table::new(Duration::from_secs(1), 10);
     let key = short
