@@ -479,6 +479,15 @@ impl Envoy {
         }
     }
 
+    /// The plugin's count of `fault_type` (`abort` or `delay`) faults injected by `policy`, from
+    /// Envoy's stats; 0 while the counter is not defined.
+    pub fn faults_injected(&self, policy: &str, fault_type: &str) -> u64 {
+        self.stat(&format!(
+            "wasmcustom.boifi_faults_injected.fault_type.{fault_type}.policy.{policy}"
+        ))
+        .unwrap_or(0)
+    }
+
     /// The value of counter or gauge `name` (as in `/stats`, e.g.
     /// `wasmcustom.boifi_config_revision`); `None` while it is not defined.
     pub fn stat(&self, name: &str) -> Option<u64> {

@@ -184,6 +184,14 @@ impl Mesh {
         self.workloads.iter().flat_map(|w| w.replicas.iter())
     }
 
+    /// The sidecars of `workloads`, in that order.
+    pub fn replicas_of(&self, workloads: &[&str]) -> Vec<&Replica> {
+        workloads
+            .iter()
+            .flat_map(|w| self.workload(w).replicas())
+            .collect()
+    }
+
     /// The sidecar called `name` (`<workload>-<index>`), to stop it. Panics when there is none.
     pub fn replica_mut(&mut self, name: &str) -> &mut Replica {
         self.workloads

@@ -210,17 +210,8 @@ fn injected_counts_match_envoy_stats(mesh: &mut Mesh) {
     }
     assert!(faulted > 0);
     let sent = Instant::now();
-    let stat = |r: &Replica, fault_type: &str| {
-        r.envoy()
-            .stat(&format!(
-                "wasmcustom.boifi_faults_injected.fault_type.{fault_type}.policy.t-count"
-            ))
-            .unwrap_or(0)
-    };
-    let sidecars: Vec<&Replica> = ["reviews", "ratings"]
-        .iter()
-        .flat_map(|w| mesh.workload(w).replicas())
-        .collect();
+    let stat = |r: &Replica, fault_type: &str| r.envoy().faults_injected("t-count", fault_type);
+    let sidecars = mesh.replicas_of(&["reviews", "ratings"]);
     let matched = wait_until(sent + DEADLINE, || {
         let all = listed(mesh);
         sidecars.iter().all(|r| {

@@ -50,13 +50,6 @@ fn shown_revisions(mesh: &Mesh) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn pods_of<'a>(mesh: &'a Mesh, workloads: &[&str]) -> Vec<&'a Replica> {
-    workloads
-        .iter()
-        .flat_map(|w| mesh.workload(w).replicas())
-        .collect()
-}
-
 /// A policy file in a fresh temp dir.
 fn policy_file(policy: &Value) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -112,7 +105,7 @@ fn boifi_status_and_apply_wait_on_boifi_serve() {
 }
 
 fn status_follows_the_sidecars(mesh: &mut Mesh) {
-    let demo = pods_of(mesh, &["reviews", "ratings"]);
+    let demo = mesh.replicas_of(&["reviews", "ratings"]);
     let cart = mesh.workload("cart").replicas()[0].pod().to_owned();
     let listed = wait_until(Instant::now() + DEADLINE, || {
         shown_revisions(mesh).len() == mesh.replicas().count()
@@ -236,14 +229,8 @@ fn injected_counts_match_envoy_stats(mesh: &mut Mesh) {
     }
     assert!(faulted > 0);
     let sent = Instant::now();
-    let stat = |r: &Replica, fault_type: &str| {
-        r.envoy()
-            .stat(&format!(
-                "wasmcustom.boifi_faults_injected.fault_type.{fault_type}.policy.t-count"
-            ))
-            .unwrap_or(0)
-    };
-    let sidecars = pods_of(mesh, &["reviews", "ratings"]);
+    let stat = |r: &Replica, fault_type: &str| r.envoy().faults_injected("t-count", fault_type);
+    let sidecars = mesh.replicas_of(&["reviews", "ratings"]);
     let envoy_total = |fault_type: &str| sidecars.iter().map(|r| stat(r, fault_type)).sum::<u64>();
     let mut last = Value::Null;
     let matched = wait_until(sent + DEADLINE, || {
@@ -294,7 +281,7 @@ fn injected_counts_match_envoy_stats(mesh: &mut Mesh) {
 }
 
 fn apply_wait_returns_when_enforced(mesh: &mut Mesh) {
-    let reviews = pods_of(mesh, &["reviews"]);
+    let reviews = mesh.replicas_of(&["reviews"]);
     for round in 0..3 {
         let policy = abort_policy(
             "t-wait",
