@@ -38,10 +38,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use boifi_tests::bench::whole_number;
+use boifi_tests::bench::{median, quantile, whole_number};
 use boifi_tests::binaries::workspace_binary;
 use boifi_tests::http::http_request;
 use boifi_tests::mesh::{BroadcasterProcess, ControlPlane, ControlPlaneKind};
+use boifi_tests::process::{cpu_time, resident_bytes};
 use boifi_tests::wait_until;
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
@@ -261,10 +262,10 @@ impl Round {
             "connect {:.2?}, {:.1} KiB/sidecar, selective p99 {:.1?} cpu {:.2?}, global p99 {:.1?} cpu {:.2?}, timeouts {}, failures {}",
             self.connect,
             self.rss_per_sidecar_kib,
-            percentile(&self.selective, 99.0),
-            median(&self.selective_cpu),
-            percentile(&self.global, 99.0),
-            median(&self.global_cpu),
+            quantile(&self.selective, 0.99),
+            quantile(&self.selective_cpu, 0.5),
+            quantile(&self.global, 0.99),
+            quantile(&self.global_cpu, 0.5),
             self.timeouts,
             self.failures
         )
@@ -301,7 +302,7 @@ impl RoundSetup<'_> {
     fn measure(&self, addr: SocketAddr, pid: u32, change: &mut usize) -> Result<Round, String> {
         let args = self.args;
         let mut round = Round::default();
-        let rss_idle = rss_kib(pid)?;
+        let rss_idle = resident_bytes(pid)? / 1024;
         let board = Arc::new(Board::new(self.sidecars));
         let started = Instant::now();
         let spec = FleetSpec {
@@ -339,14 +340,15 @@ impl RoundSetup<'_> {
             ));
         }
         round.rss_per_sidecar_kib =
-            rss_kib(pid)?.saturating_sub(rss_idle) as f64 / self.sidecars as f64;
+            (resident_bytes(pid)? / 1024).saturating_sub(rss_idle) as f64 / self.sidecars as f64;
         // The idle CPU rate, subtracted from every change's CPU below.
         std::thread::sleep(Duration::from_millis(200));
-        let cpu0 = cpu_time(pid)?;
+        let cpu0 = cpu_time(pid).ok_or("cannot read the broadcaster's CPU time")?;
         let idle_started = Instant::now();
         std::thread::sleep(IDLE_WINDOW);
-        let idle_rate =
-            (cpu_time(pid)? - cpu0).as_secs_f64() / idle_started.elapsed().as_secs_f64();
+        let idle_rate = (cpu_time(pid).ok_or("cannot read the broadcaster's CPU time")? - cpu0)
+            .as_secs_f64()
+            / idle_started.elapsed().as_secs_f64();
 
         let measure = Measure {
             pid,
@@ -400,8 +402,8 @@ impl Measure<'_> {
     ) -> Result<Measured, String> {
         let board = self.board;
         let answered_before: Vec<u32> = (0..board.len()).map(|s| board.answers(s)).collect();
-        let cpu0 = cpu_time(self.pid)?;
-        let own0 = cpu_time(std::process::id())?;
+        let cpu0 = cpu_time(self.pid).ok_or("cannot read the broadcaster's CPU time")?;
+        let own0 = cpu_time(std::process::id()).ok_or("cannot read own CPU time")?;
         let t0 = Instant::now();
         let revision = plane.put_policy(policy)?.revision;
         let write = t0.elapsed();
@@ -410,10 +412,11 @@ impl Measure<'_> {
         })?;
         std::thread::sleep(SETTLE);
         let window = t0.elapsed();
-        let cpu = (cpu_time(self.pid)? - cpu0).saturating_sub(Duration::from_secs_f64(
-            self.idle_rate * window.as_secs_f64(),
-        ));
-        let client_cpu = cpu_time(std::process::id())? - own0;
+        let cpu = (cpu_time(self.pid).ok_or("cannot read the broadcaster's CPU time")? - cpu0)
+            .saturating_sub(Duration::from_secs_f64(
+                self.idle_rate * window.as_secs_f64(),
+            ));
+        let client_cpu = cpu_time(std::process::id()).ok_or("cannot read own CPU time")? - own0;
         let latencies = selected
             .iter()
             .map(|&s| board.reached_at(s).saturating_duration_since(t0))
@@ -476,59 +479,6 @@ fn metrics(addr: SocketAddr) -> Option<String> {
     (response.status == 200).then(|| response.body_text())
 }
 
-fn rss_kib(pid: u32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("no VmRSS for {pid}"))
-}
-
-/// CPU time every thread of `pid` has used (`/proc/<pid>/task/*/schedstat`, ns).
-fn cpu_time(pid: u32) -> Result<Duration, String> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map_err(|e| format!("/proc/{pid}/task: {e}"))?;
-    let mut total: u64 = 0;
-    for task in tasks.flatten() {
-        // A thread may exit between listing and reading.
-        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
-            continue;
-        };
-        total += text
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(Duration::from_nanos(total))
-}
-
-/// Nearest-rank percentile of unsorted samples.
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    percentile(samples, 50.0)
-}
-
-fn median_f64(samples: impl Iterator<Item = f64>) -> f64 {
-    let mut values: Vec<f64> = samples.collect();
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    values[(values.len() - 1) / 2]
-}
-
 /// Latencies pooled over rounds; CPU and memory as medians over changes and rounds.
 struct Summary {
     connect: Duration,
@@ -550,20 +500,20 @@ fn summarize(rounds: &[Round]) -> Summary {
     };
     let spread = |samples: &[Duration]| {
         [
-            percentile(samples, 50.0),
-            percentile(samples, 99.0),
-            percentile(samples, 100.0),
+            quantile(samples, 0.5),
+            quantile(samples, 0.99),
+            quantile(samples, 1.0),
         ]
     };
     Summary {
-        connect: median(&rounds.iter().map(|r| r.connect).collect::<Vec<_>>()),
-        rss_kib: median_f64(rounds.iter().map(|r| r.rss_per_sidecar_kib)),
+        connect: quantile(&rounds.iter().map(|r| r.connect).collect::<Vec<_>>(), 0.5),
+        rss_kib: median(rounds.iter().map(|r| r.rss_per_sidecar_kib)),
         writes: spread(&pooled(|r| &r.writes)),
         selective: spread(&pooled(|r| &r.selective)),
-        selective_cpu: median(&pooled(|r| &r.selective_cpu)),
+        selective_cpu: quantile(&pooled(|r| &r.selective_cpu), 0.5),
         global: spread(&pooled(|r| &r.global)),
-        global_cpu: median(&pooled(|r| &r.global_cpu)),
-        global_client_cpu: median(&pooled(|r| &r.global_client_cpu)),
+        global_cpu: quantile(&pooled(|r| &r.global_cpu), 0.5),
+        global_client_cpu: quantile(&pooled(|r| &r.global_client_cpu), 0.5),
         unselected_answers: rounds.iter().map(|r| r.unselected_answers).sum(),
         timeouts: rounds.iter().map(|r| r.timeouts).sum(),
         failures: rounds.iter().map(|r| r.failures).sum(),
