@@ -57,7 +57,7 @@ impl Services {
             }
             Some((name, app)) => {
                 for key in std::iter::once(name).chain(app) {
-                    self.named.entry(key.into()).or_default().insert(id);
+                    in_bucket(&mut self.named, key, |ids| ids.insert(id));
                 }
             }
         }
@@ -90,6 +90,19 @@ impl Services {
     }
 }
 
+/// Calls `f` on the bucket named `key`, made if missing. The name is copied only for a new
+/// bucket: a change hands thousands of clients back at once, mostly to buckets that exist.
+fn in_bucket<V: Default, R>(
+    buckets: &mut HashMap<Box<str>, V>,
+    key: &str,
+    f: impl FnOnce(&mut V) -> R,
+) -> R {
+    match buckets.get_mut(key) {
+        Some(bucket) => f(bucket),
+        None => f(buckets.entry(key.into()).or_default()),
+    }
+}
+
 impl<T> Default for Registry<T> {
     fn default() -> Self {
         Registry {
@@ -109,11 +122,12 @@ impl<T> Registry<T> {
     pub fn insert(&mut self, filter: Arc<Filter>, value: T) -> Id {
         let id = self.next_id;
         self.next_id += 1;
-        let services = match filter.namespace_key() {
-            Some(namespace) => self.index.named.entry(namespace.into()).or_default(),
-            None => &mut self.index.any,
-        };
-        services.insert(id, &filter);
+        match filter.namespace_key() {
+            Some(namespace) => in_bucket(&mut self.index.named, namespace, |services| {
+                services.insert(id, &filter)
+            }),
+            None => self.index.any.insert(id, &filter),
+        }
         self.members.insert(id, Member { filter, value });
         id
     }

@@ -90,6 +90,9 @@ fn unhex(text: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub(crate) struct Poll<'a> {
     pub identity: SidecarIdentity,
+    /// The identity header as it came: a later poll that repeats it byte for byte is the same
+    /// sidecar and is not parsed again ([`Table::arrive_again`]).
+    pub report: Cow<'a, [u8]>,
     /// `None`: no (usable) counts came with it.
     pub injected: Option<BTreeMap<String, FaultCounts>>,
     /// Borrowed from the request: copied only when it differs from the one kept.
@@ -101,6 +104,8 @@ pub(crate) struct Poll<'a> {
 /// One sidecar.
 #[derive(Debug)]
 struct Sidecar {
+    /// Its last identity header, as sent (shared with [`Table::reports`]).
+    report: Arc<[u8]>,
     workload: String,
     labels: Option<BTreeMap<String, String>>,
     filter: Filter,
@@ -145,6 +150,10 @@ pub(crate) struct Census {
 #[derive(Debug)]
 pub(crate) struct Table {
     sidecars: BTreeMap<Key, Sidecar>,
+    /// Each sidecar's last identity header to its key. A sidecar sends the same header with
+    /// every poll, so all polls but its first skip parsing it (JSON with the pod's labels:
+    /// a sizeable share of a poll's cost when a change answers thousands at once).
+    reports: HashMap<Arc<[u8]>, Key>,
     ttl: Duration,
     max: usize,
 }
@@ -154,6 +163,7 @@ impl Table {
     pub fn new(ttl: Duration, max: usize) -> Table {
         Table {
             sidecars: BTreeMap::new(),
+            reports: HashMap::new(),
             ttl,
             max,
         }
@@ -175,6 +185,7 @@ impl Table {
     pub fn arrive(&mut self, poll: Poll<'_>, now: Instant, wall: SystemTime) -> Result<Key, Full> {
         let Poll {
             identity,
+            report,
             injected,
             filter,
             revision,
@@ -188,6 +199,7 @@ impl Table {
             Some(sidecar) => sidecar,
             None if full => return Err(Full),
             None => self.sidecars.entry(key.clone()).or_insert(Sidecar {
+                report: Arc::from(&[][..]),
                 workload: String::new(),
                 labels: None,
                 filter: Filter::default(),
@@ -201,25 +213,39 @@ impl Table {
                 injected: BTreeMap::new(),
             }),
         };
+        if *sidecar.report != *report {
+            let report: Arc<[u8]> = Arc::from(report);
+            let old = std::mem::replace(&mut sidecar.report, report.clone());
+            self.reports.remove(&old);
+            self.reports.insert(report, key.clone());
+        }
         if sidecar.workload != identity.workload {
             sidecar.workload = identity.workload;
         }
         if sidecar.labels != identity.labels {
             sidecar.labels = identity.labels;
         }
-        if sidecar.filter != *filter {
-            sidecar.filter = filter.into_owned();
-        }
-        sidecar.revision = revision;
-        sidecar.last_seen = wall;
-        sidecar.last_seen_at = now;
-        sidecar.arrived_at = now;
-        sidecar.held = sidecar.held.saturating_add(1);
-        sidecar.cut_off = false;
-        for (policy, counts) in injected.into_iter().flatten() {
-            merge(&mut sidecar.injected, policy, counts, now);
-        }
+        polled(sidecar, injected, &filter, revision, now, wall);
         Ok(key)
+    }
+
+    /// A poll arrived whose identity header `report` is the one a tracked sidecar sent last:
+    /// updated as [`Table::arrive`] would, without parsing the header; `injected` is asked
+    /// for the poll's counts only then. `None` when no tracked sidecar sent it (then parse
+    /// it and call `arrive`).
+    pub fn arrive_again(
+        &mut self,
+        report: &[u8],
+        filter: &Filter,
+        revision: Option<u64>,
+        now: Instant,
+        wall: SystemTime,
+        injected: impl FnOnce() -> Option<BTreeMap<String, FaultCounts>>,
+    ) -> Option<Key> {
+        let key = self.reports.get(report)?;
+        let sidecar = self.sidecars.get_mut(key)?;
+        polled(sidecar, injected(), filter, revision, now, wall);
+        Some(key.clone())
     }
 
     /// A poll of `key` ended at `now`, as `ended` says.
@@ -236,8 +262,14 @@ impl Table {
     pub fn sweep(&mut self, now: Instant) -> usize {
         let before = self.sidecars.len();
         let ttl = self.ttl;
-        self.sidecars
-            .retain(|_, sidecar| is_live(sidecar, now, ttl));
+        let reports = &mut self.reports;
+        self.sidecars.retain(|_, sidecar| {
+            let live = is_live(sidecar, now, ttl);
+            if !live {
+                reports.remove(&sidecar.report);
+            }
+            live
+        });
         before - self.sidecars.len()
     }
 
@@ -302,8 +334,29 @@ impl Table {
     }
 }
 
-/// Keeps `counts` for `policy`; past [`MAX_POLICIES_PER_SIDECAR`] the policy reported
-/// longest ago makes room (a deleted policy's counts stop changing, so it goes first).
+/// What every poll of a sidecar updates.
+fn polled(
+    sidecar: &mut Sidecar,
+    injected: Option<BTreeMap<String, FaultCounts>>,
+    filter: &Filter,
+    revision: Option<u64>,
+    now: Instant,
+    wall: SystemTime,
+) {
+    if sidecar.filter != *filter {
+        sidecar.filter = filter.clone();
+    }
+    sidecar.revision = revision;
+    sidecar.last_seen = wall;
+    sidecar.last_seen_at = now;
+    sidecar.arrived_at = now;
+    sidecar.held = sidecar.held.saturating_add(1);
+    sidecar.cut_off = false;
+    for (policy, counts) in injected.into_iter().flatten() {
+        merge(&mut sidecar.injected, policy, counts, now);
+    }
+}
+
 /// Live: a poll of it is held, or its last one ended less than the TTL ago ([`CUT_OFF_TTL`]
 /// when that poll was cut off).
 fn is_live(sidecar: &Sidecar, now: Instant, ttl: Duration) -> bool {
@@ -315,6 +368,8 @@ fn is_live(sidecar: &Sidecar, now: Instant, ttl: Duration) -> bool {
     sidecar.held > 0 || now.saturating_duration_since(sidecar.last_seen_at) < ttl
 }
 
+/// Keeps `counts` for `policy`; past [`MAX_POLICIES_PER_SIDECAR`] the policy reported
+/// longest ago makes room (a deleted policy's counts stop changing, so it goes first).
 fn merge(
     injected: &mut BTreeMap<String, (FaultCounts, Instant)>,
     policy: String,
@@ -531,37 +586,62 @@ impl SidecarTable {
             return PollSeen::untracked();
         };
         let now = Instant::now();
-        let Some(identity) = headers.get(SIDECAR_HEADER) else {
+        let Some(report) = headers.get(SIDECAR_HEADER).map(|value| value.as_bytes()) else {
             return PollSeen::untracked();
         };
-        let identity = match SidecarIdentity::parse_header(identity.as_bytes()) {
+        let mut injected = headers
+            .get(INJECTED_HEADER)
+            .map(|value| parse_injected(value.as_bytes()));
+        let wall = SystemTime::now();
+        // Every poll but a sidecar's first repeats its identity header: no parsing then.
+        let again = self
+            .lock()
+            .arrive_again(report, filter, *revision, now, wall, || {
+                self.usable(injected.take(), None, now)
+            });
+        if let Some(key) = again {
+            return self.seen(key);
+        }
+        let identity = match SidecarIdentity::parse_header(report) {
             Ok(identity) => identity,
             Err(e) => {
                 self.bad_report(&e, None, now);
                 return PollSeen::untracked();
             }
         };
-        let injected = headers.get(INJECTED_HEADER).and_then(|value| {
-            parse_injected(value.as_bytes())
-                .map_err(|e| self.bad_report(&e, Some(&identity), now))
-                .ok()
-        });
         let poll = Poll {
+            injected: self.usable(injected.take(), Some(&identity), now),
             identity,
-            injected,
+            report: Cow::Borrowed(report),
             filter: Cow::Borrowed(filter),
             revision: *revision,
         };
-        match self.lock().arrive(poll, now, SystemTime::now()) {
-            Ok(key) => PollSeen {
-                table: Some((self.clone(), key)),
-                ended: Ended::CutOff,
-            },
+        match self.lock().arrive(poll, now, wall) {
+            Ok(key) => self.seen(key),
             Err(Full) => {
                 self.metrics.untracked.inc();
                 PollSeen::untracked()
             }
         }
+    }
+
+    fn seen(self: &Arc<Self>, key: Key) -> PollSeen {
+        PollSeen {
+            table: Some((self.clone(), key)),
+            ended: Ended::CutOff,
+        }
+    }
+
+    /// The counts of a parsed `x-boifi-injected` header; a bad one is counted and logged.
+    fn usable(
+        &self,
+        injected: Option<Result<BTreeMap<String, FaultCounts>, ReportError>>,
+        identity: Option<&SidecarIdentity>,
+        now: Instant,
+    ) -> Option<BTreeMap<String, FaultCounts>> {
+        injected?
+            .map_err(|e| self.bad_report(&e, identity, now))
+            .ok()
     }
 
     fn bad_report(&self, error: &ReportError, identity: Option<&SidecarIdentity>, now: Instant) {

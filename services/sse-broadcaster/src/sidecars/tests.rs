@@ -16,8 +16,10 @@ fn identity(namespace: &str, pod: &str, workload: &str) -> SidecarIdentity {
 }
 
 fn poll(namespace: &str, pod: &str, workload: &str, revision: Option<u64>) -> Poll<'static> {
+    let identity = identity(namespace, pod, workload);
     Poll {
-        identity: identity(namespace, pod, workload),
+        report: Cow::Owned(identity.header_value().unwrap().value.into_bytes()),
+        identity,
         injected: None,
         filter: Cow::Owned(Filter::parse(Some(namespace), Some(workload), None).unwrap()),
         revision,
@@ -125,6 +127,64 @@ fn a_sidecar_whose_poll_was_cut_off_goes_sooner() {
         .unwrap();
     short.leave(&key, t0, wall, Ended::CutOff);
     assert_eq!(short.sweep(t0 + Duration::from_secs(1)), 1);
+}
+
+/// A poll that repeats the identity header of `first`, at `revision`, through the path that
+/// skips parsing; `None` when the table does not know the header.
+fn again(table: &mut Table, first: &Poll<'_>, revision: u64, now: Instant) -> Option<Key> {
+    table.arrive_again(
+        &first.report,
+        &first.filter,
+        Some(revision),
+        now,
+        SystemTime::now(),
+        || injected(&[("a", revision, 0)]),
+    )
+}
+
+#[test]
+fn a_repeated_identity_header_updates_its_sidecar_without_parsing() {
+    let t0 = Instant::now();
+    let wall = SystemTime::now();
+    let mut table = Table::new(TTL, 100);
+    let first = poll("demo", "reviews-0", "reviews", Some(1));
+    assert_eq!(
+        again(&mut table, &first, 1, t0),
+        None,
+        "not known before its first poll"
+    );
+    let key = table.arrive(first.clone(), t0, wall).unwrap();
+    table.leave(&key, t0, wall, Ended::Answered);
+
+    assert_eq!(again(&mut table, &first, 7, t0), Some(key.clone()));
+    let (page, _) = table.page(&everything(), t0, None, all_current).unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].revision, 7);
+    assert_eq!(page[0].injected["a"], counts(7, 0));
+    assert!(page[0].polling);
+
+    // The pod's labels changed: its header too. The old header no longer names it.
+    let mut relabelled = poll("demo", "reviews-0", "reviews", Some(8));
+    relabelled.identity.labels = None;
+    relabelled.report = Cow::Owned(
+        relabelled
+            .identity
+            .header_value()
+            .unwrap()
+            .value
+            .into_bytes(),
+    );
+    table.arrive(relabelled.clone(), t0, wall).unwrap();
+    assert_eq!(again(&mut table, &first, 9, t0), None);
+    assert_eq!(again(&mut table, &relabelled, 9, t0), Some(key.clone()));
+
+    // A forgotten sidecar's header is forgotten with it.
+    for _ in 0..3 {
+        table.leave(&key, t0, wall, Ended::Answered);
+    }
+    assert_eq!(table.sweep(t0 + TTL), 1);
+    assert_eq!(again(&mut table, &relabelled, 10, t0 + TTL), None);
+    assert!(table.reports.is_empty());
 }
 
 #[test]
