@@ -240,11 +240,11 @@ impl Table {
         revision: Option<u64>,
         now: Instant,
         wall: SystemTime,
-        injected: impl FnOnce() -> Option<BTreeMap<String, FaultCounts>>,
+        injected: impl FnOnce(&Key) -> Option<BTreeMap<String, FaultCounts>>,
     ) -> Option<Key> {
         let key = self.reports.get(report)?;
         let sidecar = self.sidecars.get_mut(key)?;
-        polled(sidecar, injected(), filter, revision, now, wall);
+        polled(sidecar, injected(key), filter, revision, now, wall);
         Some(key.clone())
     }
 
@@ -596,8 +596,8 @@ impl SidecarTable {
         // Every poll but a sidecar's first repeats its identity header: no parsing then.
         let again = self
             .lock()
-            .arrive_again(report, filter, *revision, now, wall, || {
-                self.usable(injected.take(), None, now)
+            .arrive_again(report, filter, *revision, now, wall, |key| {
+                self.usable(injected.take(), &key.namespace, &key.pod, now)
             });
         if let Some(key) = again {
             return self.seen(key);
@@ -610,7 +610,7 @@ impl SidecarTable {
             }
         };
         let poll = Poll {
-            injected: self.usable(injected.take(), Some(&identity), now),
+            injected: self.usable(injected.take(), &identity.namespace, &identity.pod, now),
             identity,
             report: Cow::Borrowed(report),
             filter: Cow::Borrowed(filter),
@@ -632,19 +632,23 @@ impl SidecarTable {
         }
     }
 
-    /// The counts of a parsed `x-boifi-injected` header; a bad one is counted and logged.
+    /// The counts of a parsed `x-boifi-injected` header; a bad one is counted and logged,
+    /// naming the sidecar.
     fn usable(
         &self,
         injected: Option<Result<BTreeMap<String, FaultCounts>, ReportError>>,
-        identity: Option<&SidecarIdentity>,
+        namespace: &str,
+        pod: &str,
         now: Instant,
     ) -> Option<BTreeMap<String, FaultCounts>> {
         injected?
-            .map_err(|e| self.bad_report(&e, identity, now))
+            .map_err(|e| self.bad_report(&e, Some((namespace, pod)), now))
             .ok()
     }
 
-    fn bad_report(&self, error: &ReportError, identity: Option<&SidecarIdentity>, now: Instant) {
+    /// Counts a bad report header and warns (rate-limited); `from` is the sidecar's namespace
+    /// and pod when known.
+    fn bad_report(&self, error: &ReportError, from: Option<(&str, &str)>, now: Instant) {
         self.metrics.bad_reports.inc();
         let allowed = self
             .bad_report_log
@@ -652,11 +656,11 @@ impl SidecarTable {
             .unwrap_or_else(PoisonError::into_inner)
             .allow(now);
         if let Some(suppressed) = allowed {
-            let from = identity.map_or_else(String::new, |i| {
+            let from = from.map_or_else(String::new, |(namespace, pod)| {
                 format!(
                     " from {}/{}",
-                    i.namespace.escape_default(),
-                    i.pod.escape_default()
+                    namespace.escape_default(),
+                    pod.escape_default()
                 )
             });
             log::warn!(

@@ -138,7 +138,7 @@ fn again(table: &mut Table, first: &Poll<'_>, revision: u64, now: Instant) -> Op
         Some(revision),
         now,
         SystemTime::now(),
-        || injected(&[("a", revision, 0)]),
+        |_| injected(&[("a", revision, 0)]),
     )
 }
 
