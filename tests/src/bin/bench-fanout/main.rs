@@ -89,6 +89,12 @@ struct Args {
     /// Long-poll wait the sidecars ask for (`wait_ms`).
     #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = millis(1000, 3_600_000))]
     wait_ms: u64,
+    /// After a change, each sidecar polls again after a random pause of up to this many ms, as
+    /// the plugin does in an Envoy with more than one worker (Istio's sidecars run 2): its
+    /// polling VM waits until the other VMs picked the change up on their 50 ms tick. 0: at
+    /// once, as with one VM (the default, and the harder case).
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = millis(0, 10_000))]
+    repoll_spread_ms: u64,
     /// A broadcaster to measure: `NAME=PATH`, PATH an `sse-broadcaster` binary or a directory
     /// holding one. Repeat to compare; default: `current=` this build's.
     #[arg(long = "variant", value_name = "NAME=PATH")]
@@ -151,6 +157,7 @@ fn run(args: &Args) -> Result<(), String> {
         "stream" => Transport::Stream,
         _ => Transport::Poll {
             wait_ms: args.wait_ms,
+            repoll_spread_ms: args.repoll_spread_ms,
         },
     };
     let variants = variants(args)?;
@@ -176,8 +183,8 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("runtime: {e}"))?;
 
     println!(
-        "bench-fanout: {} transport, {} workloads in {} namespaces, {} rounds, {} selective + {} global changes per round; RLIMIT_NOFILE {nofile}",
-        args.transport, args.workloads, args.namespaces, args.rounds, args.selective, args.global
+        "bench-fanout: {} transport, {} workloads in {} namespaces, {} rounds, {} selective + {} global changes per round, next poll after a change within {} ms; RLIMIT_NOFILE {nofile}",
+        args.transport, args.workloads, args.namespaces, args.rounds, args.selective, args.global, args.repoll_spread_ms
     );
     let mut change = 0usize;
     for &count in &args.sidecars {

@@ -33,8 +33,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How sidecars talk to the broadcaster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// Long polls, as the plugin does, each held up to `wait_ms`.
-    Poll { wait_ms: u64 },
+    /// Long polls, as the plugin does, each held up to `wait_ms`. After a change a sidecar
+    /// polls again after a random pause of up to `repoll_spread_ms` (0: at once).
+    Poll { wait_ms: u64, repoll_spread_ms: u64 },
     /// One event stream each.
     Stream,
 }
@@ -201,7 +202,9 @@ impl Fleet {
                     let mut client = client;
                     client.permit = gate.acquire_owned().await.ok();
                     match transport {
-                        Transport::Poll { .. } => client.poll(&request).await,
+                        Transport::Poll {
+                            repoll_spread_ms, ..
+                        } => client.poll(&request, repoll_spread_ms).await,
                         Transport::Stream => client.stream(&request).await,
                     }
                 })
@@ -237,7 +240,7 @@ impl PollRequest {
             filter,
             ..StreamQuery::default()
         };
-        if let Transport::Poll { wait_ms } = transport {
+        if let Transport::Poll { wait_ms, .. } = transport {
             query.mode = Mode::Poll;
             query.wait_ms = Some(wait_ms);
         }
@@ -300,8 +303,10 @@ struct Sidecar {
 }
 
 impl Sidecar {
-    /// The plugin's loop: poll with the last revision, take the answer, poll again at once.
-    async fn poll(mut self, request: &PollRequest) {
+    /// The plugin's loop: poll with the last revision, take the answer, poll again: at once,
+    /// or after a change within `repoll_spread_ms` (the polling VM waits until every VM of its
+    /// Envoy has the change, which they pick up on their 50 ms tick: `wasm/plugin/src/applied.rs`).
+    async fn poll(mut self, request: &PollRequest, repoll_spread_ms: u64) {
         let mut revision = None;
         let mut connection: Option<Connection> = None;
         let mut head = Vec::with_capacity(request.first.len() + self.report.len() + 32);
@@ -335,6 +340,11 @@ impl Sidecar {
                     revision = Some(r);
                     self.board.changed(self.id, r);
                     self.permit = None;
+                    if repoll_spread_ms > 0 {
+                        let draw = boifi_policy::sampling::mix(((self.id as u64) << 32) ^ r);
+                        let pause = draw % (repoll_spread_ms + 1);
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
                 }
                 Some(Answer::Unchanged(r)) => {
                     revision = Some(r);
@@ -576,7 +586,10 @@ mod tests {
         assert_eq!(filter.service.as_deref(), Some("svc12-v1"));
         assert_eq!(filter.labels.as_ref().unwrap()["app"], "svc12");
         let addr = SocketAddr::from(([127, 0, 0, 1], 8081));
-        let transport = Transport::Poll { wait_ms: 30_000 };
+        let transport = Transport::Poll {
+            wait_ms: 30_000,
+            repoll_spread_ms: 0,
+        };
         let request = PollRequest::new(filter.clone(), transport, addr);
         let report = identity_header(7, &workload);
         let report_text = String::from_utf8(report.clone()).unwrap();
