@@ -19,7 +19,7 @@
 //! oldest such change arrived.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,6 +30,9 @@ use boifi_policy::wire::{
     parse_injected, FaultCounts, Filter, ReportError, SidecarIdentity, SidecarState, SidecarStatus,
     SidecarsPage, SidecarsQuery, INJECTED_HEADER, SIDECAR_HEADER,
 };
+// Seeded per process (the headers come from clients), and quicker than SipHash on a
+// 200-byte identity header hashed for every poll.
+use foldhash::{HashMap, HashMapExt};
 use prometheus::{Gauge, IntCounter, IntGaugeVec, Opts, Registry};
 
 use crate::error::RequestError;
@@ -101,9 +104,13 @@ pub(crate) struct Poll<'a> {
     pub revision: Option<u64>,
 }
 
+/// A sidecar's handle in the table, for as long as it stays there (never reused).
+pub(crate) type SidecarId = u64;
+
 /// One sidecar.
 #[derive(Debug)]
 struct Sidecar {
+    key: Key,
     /// Its last identity header, as sent (shared with [`Table::reports`]).
     report: Arc<[u8]>,
     workload: String,
@@ -149,11 +156,15 @@ pub(crate) struct Census {
 /// The sidecars of one replica, with time passed in.
 #[derive(Debug)]
 pub(crate) struct Table {
-    sidecars: BTreeMap<Key, Sidecar>,
-    /// Each sidecar's last identity header to its key. A sidecar sends the same header with
-    /// every poll, so all polls but its first skip parsing it (JSON with the pod's labels:
-    /// a sizeable share of a poll's cost when a change answers thousands at once).
-    reports: HashMap<Arc<[u8]>, Key>,
+    /// By handle: a poll finds its sidecar by hashing a number, not by comparing names.
+    sidecars: HashMap<SidecarId, Sidecar>,
+    /// Handles in page order (namespace, then pod).
+    order: BTreeMap<Key, SidecarId>,
+    /// Each sidecar's last identity header to its handle. A sidecar sends the same header
+    /// with every poll, so all polls but its first skip parsing it (JSON with the pod's
+    /// labels: a sizeable share of a poll's cost when a change answers thousands at once).
+    reports: HashMap<Arc<[u8]>, SidecarId>,
+    next_id: SidecarId,
     ttl: Duration,
     max: usize,
 }
@@ -162,8 +173,10 @@ impl Table {
     /// A table that forgets a sidecar `ttl` after its last poll ended and tracks at most `max`.
     pub fn new(ttl: Duration, max: usize) -> Table {
         Table {
-            sidecars: BTreeMap::new(),
+            sidecars: HashMap::new(),
+            order: BTreeMap::new(),
             reports: HashMap::new(),
+            next_id: 0,
             ttl,
             max,
         }
@@ -182,7 +195,12 @@ impl Table {
     /// A poll arrived at `now` (`wall` by the wall clock): the sidecar's entry is created or
     /// updated and counts one more held poll. The reported counts replace the ones kept for
     /// the same policies (they are cumulative; a restarted Envoy starts again from 0).
-    pub fn arrive(&mut self, poll: Poll<'_>, now: Instant, wall: SystemTime) -> Result<Key, Full> {
+    pub fn arrive(
+        &mut self,
+        poll: Poll<'_>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<SidecarId, Full> {
         let Poll {
             identity,
             report,
@@ -194,30 +212,36 @@ impl Table {
             namespace: identity.namespace,
             pod: identity.pod,
         };
-        let full = self.sidecars.len() >= self.max;
-        let sidecar = match self.sidecars.get_mut(&key) {
-            Some(sidecar) => sidecar,
-            None if full => return Err(Full),
-            None => self.sidecars.entry(key.clone()).or_insert(Sidecar {
-                report: Arc::from(&[][..]),
-                workload: String::new(),
-                labels: None,
-                filter: Filter::default(),
-                revision: None,
-                first_seen: wall,
-                last_seen: wall,
-                last_seen_at: now,
-                arrived_at: now,
-                held: 0,
-                cut_off: false,
-                injected: BTreeMap::new(),
-            }),
+        let id = match self.order.get(&key) {
+            Some(&id) => id,
+            None if self.sidecars.len() >= self.max => return Err(Full),
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.order.insert(key.clone(), id);
+                id
+            }
         };
+        let sidecar = self.sidecars.entry(id).or_insert_with(|| Sidecar {
+            key,
+            report: Arc::from(&[][..]),
+            workload: String::new(),
+            labels: None,
+            filter: Filter::default(),
+            revision: None,
+            first_seen: wall,
+            last_seen: wall,
+            last_seen_at: now,
+            arrived_at: now,
+            held: 0,
+            cut_off: false,
+            injected: BTreeMap::new(),
+        });
         if *sidecar.report != *report {
             let report: Arc<[u8]> = Arc::from(report);
             let old = std::mem::replace(&mut sidecar.report, report.clone());
             self.reports.remove(&old);
-            self.reports.insert(report, key.clone());
+            self.reports.insert(report, id);
         }
         if sidecar.workload != identity.workload {
             sidecar.workload = identity.workload;
@@ -226,7 +250,7 @@ impl Table {
             sidecar.labels = identity.labels;
         }
         polled(sidecar, injected, &filter, revision, now, wall);
-        Ok(key)
+        Ok(id)
     }
 
     /// A poll arrived whose identity header `report` is the one a tracked sidecar sent last:
@@ -241,16 +265,17 @@ impl Table {
         now: Instant,
         wall: SystemTime,
         injected: impl FnOnce(&Key) -> Option<BTreeMap<String, FaultCounts>>,
-    ) -> Option<Key> {
-        let key = self.reports.get(report)?;
-        let sidecar = self.sidecars.get_mut(key)?;
-        polled(sidecar, injected(key), filter, revision, now, wall);
-        Some(key.clone())
+    ) -> Option<SidecarId> {
+        let id = *self.reports.get(report)?;
+        let sidecar = self.sidecars.get_mut(&id)?;
+        let counts = injected(&sidecar.key);
+        polled(sidecar, counts, filter, revision, now, wall);
+        Some(id)
     }
 
-    /// A poll of `key` ended at `now`, as `ended` says.
-    pub fn leave(&mut self, key: &Key, now: Instant, wall: SystemTime, ended: Ended) {
-        if let Some(sidecar) = self.sidecars.get_mut(key) {
+    /// A poll of sidecar `id` ended at `now`, as `ended` says.
+    pub fn leave(&mut self, id: SidecarId, now: Instant, wall: SystemTime, ended: Ended) {
+        if let Some(sidecar) = self.sidecars.get_mut(&id) {
             sidecar.held = sidecar.held.saturating_sub(1);
             sidecar.last_seen = wall;
             sidecar.last_seen_at = now;
@@ -262,10 +287,11 @@ impl Table {
     pub fn sweep(&mut self, now: Instant) -> usize {
         let before = self.sidecars.len();
         let ttl = self.ttl;
-        let reports = &mut self.reports;
+        let (order, reports) = (&mut self.order, &mut self.reports);
         self.sidecars.retain(|_, sidecar| {
             let live = is_live(sidecar, now, ttl);
             if !live {
+                order.remove(&sidecar.key);
                 reports.remove(&sidecar.report);
             }
             live
@@ -295,8 +321,9 @@ impl Table {
         };
         let mut lags = Lags::new(latest, lag);
         let mut matching = self
-            .sidecars
+            .order
             .range((start, Bound::Unbounded))
+            .filter_map(|(key, id)| Some((key, self.sidecars.get(id)?)))
             .filter(|(key, sidecar)| self.is_live(sidecar, now) && wanted(query, key, sidecar));
         let mut page = Vec::new();
         let mut last = None;
@@ -599,8 +626,8 @@ impl SidecarTable {
             .arrive_again(report, filter, *revision, now, wall, |key| {
                 self.usable(injected.take(), &key.namespace, &key.pod, now)
             });
-        if let Some(key) = again {
-            return self.seen(key);
+        if let Some(id) = again {
+            return self.seen(id);
         }
         let identity = match SidecarIdentity::parse_header(report) {
             Ok(identity) => identity,
@@ -617,7 +644,7 @@ impl SidecarTable {
             revision: *revision,
         };
         match self.lock().arrive(poll, now, wall) {
-            Ok(key) => self.seen(key),
+            Ok(id) => self.seen(id),
             Err(Full) => {
                 self.metrics.untracked.inc();
                 PollSeen::untracked()
@@ -625,9 +652,9 @@ impl SidecarTable {
         }
     }
 
-    fn seen(self: &Arc<Self>, key: Key) -> PollSeen {
+    fn seen(self: &Arc<Self>, id: SidecarId) -> PollSeen {
         PollSeen {
-            table: Some((self.clone(), key)),
+            table: Some((self.clone(), id)),
             ended: Ended::CutOff,
         }
     }
@@ -711,7 +738,7 @@ impl SidecarTable {
 /// [`PollSeen::answered`] was called, else as cut off (actix-web drops the handler of a
 /// request whose connection closed).
 pub(crate) struct PollSeen {
-    table: Option<(Arc<SidecarTable>, Key)>,
+    table: Option<(Arc<SidecarTable>, SidecarId)>,
     ended: Ended,
 }
 
@@ -731,10 +758,10 @@ impl PollSeen {
 
 impl Drop for PollSeen {
     fn drop(&mut self) {
-        if let Some((table, key)) = self.table.take() {
+        if let Some((table, id)) = self.table.take() {
             table
                 .lock()
-                .leave(&key, Instant::now(), SystemTime::now(), self.ended);
+                .leave(id, Instant::now(), SystemTime::now(), self.ended);
         }
     }
 }

@@ -68,7 +68,7 @@ fn a_sidecar_lives_while_it_polls_and_for_the_ttl_after() {
     assert_eq!(page[0].revision, 3);
     assert_eq!(page[0].first_seen, wall);
     let ended = wall + Duration::from_secs(3600);
-    table.leave(&key, t1, ended, Ended::Answered);
+    table.leave(key, t1, ended, Ended::Answered);
     let (page, _) = table.page(&everything(), t1, None, all_current).unwrap();
     assert!(!page[0].polling);
     assert_eq!(page[0].last_seen, ended);
@@ -80,7 +80,7 @@ fn a_sidecar_lives_while_it_polls_and_for_the_ttl_after() {
     assert_eq!(table.sweep(t1 + TTL), 1);
     assert_eq!(table.len(), 0);
     // A late end of a forgotten poll changes nothing.
-    table.leave(&key, t1 + TTL, ended, Ended::Answered);
+    table.leave(key, t1 + TTL, ended, Ended::Answered);
     assert_eq!(table.len(), 0);
 }
 
@@ -98,8 +98,8 @@ fn a_sidecar_whose_poll_was_cut_off_goes_sooner() {
     let answered = table
         .arrive(poll("demo", "reviews-1", "reviews", Some(3)), t0, wall)
         .unwrap();
-    table.leave(&gone, t0, wall, Ended::CutOff);
-    table.leave(&answered, t0, wall, Ended::Answered);
+    table.leave(gone, t0, wall, Ended::CutOff);
+    table.leave(answered, t0, wall, Ended::Answered);
     let just_before = t0 + CUT_OFF_TTL - Duration::from_millis(1);
     assert_eq!(
         pods(&table, &everything(), just_before),
@@ -111,11 +111,11 @@ fn a_sidecar_whose_poll_was_cut_off_goes_sooner() {
     let back = table
         .arrive(poll("demo", "reviews-1", "reviews", Some(4)), t0, wall)
         .unwrap();
-    table.leave(&back, t0, wall, Ended::CutOff);
+    table.leave(back, t0, wall, Ended::CutOff);
     table
         .arrive(poll("demo", "reviews-1", "reviews", Some(4)), t0, wall)
         .unwrap();
-    table.leave(&back, t0, wall, Ended::Answered);
+    table.leave(back, t0, wall, Ended::Answered);
     assert_eq!(
         pods(&table, &everything(), t0 + ttl - Duration::from_millis(1)),
         ["reviews-1"]
@@ -125,13 +125,13 @@ fn a_sidecar_whose_poll_was_cut_off_goes_sooner() {
     let key = short
         .arrive(poll("demo", "reviews-2", "reviews", None), t0, wall)
         .unwrap();
-    short.leave(&key, t0, wall, Ended::CutOff);
+    short.leave(key, t0, wall, Ended::CutOff);
     assert_eq!(short.sweep(t0 + Duration::from_secs(1)), 1);
 }
 
 /// A poll that repeats the identity header of `first`, at `revision`, through the path that
 /// skips parsing; `None` when the table does not know the header.
-fn again(table: &mut Table, first: &Poll<'_>, revision: u64, now: Instant) -> Option<Key> {
+fn again(table: &mut Table, first: &Poll<'_>, revision: u64, now: Instant) -> Option<SidecarId> {
     table.arrive_again(
         &first.report,
         &first.filter,
@@ -154,9 +154,9 @@ fn a_repeated_identity_header_updates_its_sidecar_without_parsing() {
         "not known before its first poll"
     );
     let key = table.arrive(first.clone(), t0, wall).unwrap();
-    table.leave(&key, t0, wall, Ended::Answered);
+    table.leave(key, t0, wall, Ended::Answered);
 
-    assert_eq!(again(&mut table, &first, 7, t0), Some(key.clone()));
+    assert_eq!(again(&mut table, &first, 7, t0), Some(key));
     let (page, _) = table.page(&everything(), t0, None, all_current).unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].revision, 7);
@@ -176,15 +176,15 @@ fn a_repeated_identity_header_updates_its_sidecar_without_parsing() {
     );
     table.arrive(relabelled.clone(), t0, wall).unwrap();
     assert_eq!(again(&mut table, &first, 9, t0), None);
-    assert_eq!(again(&mut table, &relabelled, 9, t0), Some(key.clone()));
+    assert_eq!(again(&mut table, &relabelled, 9, t0), Some(key));
 
     // A forgotten sidecar's header is forgotten with it.
     for _ in 0..3 {
-        table.leave(&key, t0, wall, Ended::Answered);
+        table.leave(key, t0, wall, Ended::Answered);
     }
     assert_eq!(table.sweep(t0 + TTL), 1);
     assert_eq!(again(&mut table, &relabelled, 10, t0 + TTL), None);
-    assert!(table.reports.is_empty());
+    assert!(table.reports.is_empty() && table.order.is_empty());
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn each_poll_updates_the_entry_and_reports_merge() {
     let mut first = poll("demo", "reviews-0", "reviews", None);
     first.injected = injected(&[("a", 1, 0), ("b", 0, 2)]);
     let key = table.arrive(first, t0, wall).unwrap();
-    table.leave(&key, t0, wall, Ended::Answered);
+    table.leave(key, t0, wall, Ended::Answered);
     // Later reports carry only what changed; counts are cumulative and replace.
     let mut second = poll("demo", "reviews-0", "reviews", Some(9));
     second.injected = injected(&[("a", 5, 0)]);
@@ -269,8 +269,8 @@ fn the_table_is_bounded_and_makes_room_when_sidecars_go() {
     assert!(table
         .arrive(poll("demo", "a", "w", Some(2)), t0, wall)
         .is_ok());
-    table.leave(&a, t0, wall, Ended::Answered);
-    table.leave(&a, t0, wall, Ended::Answered);
+    table.leave(a, t0, wall, Ended::Answered);
+    table.leave(a, t0, wall, Ended::Answered);
     table.sweep(t0 + TTL);
     assert!(table
         .arrive(poll("demo", "c", "w", Some(1)), t0 + TTL, wall)
@@ -435,7 +435,7 @@ fn states_follow_the_hubs_lag_asked_once_per_filter_and_revision() {
     let key = idle
         .arrive(poll("demo", "x", "ratings", Some(1)), t0, wall)
         .unwrap();
-    idle.leave(&key, t0, wall, Ended::Answered);
+    idle.leave(key, t0, wall, Ended::Answered);
     assert_eq!(idle.census(t0 + TTL, None, lag), Census::default());
 }
 
