@@ -1,5 +1,5 @@
-//! What the benchmark binaries (`src/bin/bench-*`) share: a bounded count argument and order
-//! statistics.
+//! What the benchmark binaries (`src/bin/bench-*`) share: a bounded count argument, order
+//! statistics, and the two pieces of HTTP/1.1 their raw clients read responses with.
 
 use std::time::Duration;
 
@@ -28,9 +28,47 @@ pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// Where `needle` first occurs in `haystack` (the end of a response head: `b"\r\n\r\n"`).
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `HTTP/1.1 200 OK\r\n...`, a response head without its blank line: the status and the
+/// `Content-Length`, if any.
+pub fn response_head(head: &[u8]) -> Option<(u16, Option<usize>)> {
+    let mut lines = head.split(|&b| b == b'\n');
+    let status_line = lines.next()?;
+    let status = std::str::from_utf8(status_line.get(9..12)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let length = lines.find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        let (name, value) = line.split_at(colon);
+        if !name.eq_ignore_ascii_case(b"content-length") {
+            return None;
+        }
+        std::str::from_utf8(&value[1..]).ok()?.trim().parse().ok()
+    });
+    Some((status, length))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_heads_give_status_and_length() {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: x\r\nContent-Length: 42\r\n\r\nbody";
+        let end = find(head, b"\r\n\r\n").unwrap();
+        assert_eq!(response_head(&head[..end]), Some((200, Some(42))));
+        assert_eq!(
+            response_head(b"HTTP/1.1 503 Service Unavailable"),
+            Some((503, None))
+        );
+        assert_eq!(response_head(b"HTTP/1.1"), None);
+        assert_eq!(find(b"abc", b"\r\n\r\n"), None);
+    }
 
     #[test]
     fn quantiles_and_medians_pick_samples() {

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use boifi_tests::bench::{median, quantile, whole_number};
+use boifi_tests::bench::{find, median, quantile, response_head, whole_number};
 use boifi_tests::process::cpu_time;
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -149,10 +149,6 @@ async fn hold_and_answer(
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 struct Server {
     child: Child,
     stdin: ChildStdin,
@@ -246,7 +242,9 @@ async fn client(addr: SocketAddr, id: usize, board: Arc<Board>) -> std::io::Resu
         // Head, then as many bytes as content-length says.
         let (end, length) = loop {
             if let Some(at) = find(&buffer, b"\r\n\r\n") {
-                break (at + 4, content_length(&buffer[..at]).unwrap_or(0));
+                let (_, length) = response_head(&buffer[..at])
+                    .ok_or_else(|| std::io::Error::other("bad response head"))?;
+                break (at + 4, length.unwrap_or(0));
             }
             if socket.read_buf(&mut buffer).await? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -262,14 +260,6 @@ async fn client(addr: SocketAddr, id: usize, board: Arc<Board>) -> std::io::Resu
         board.answered_at[id].store(nanos, Ordering::Relaxed);
         board.answers[id].fetch_add(1, Ordering::Release);
     }
-}
-
-fn content_length(head: &[u8]) -> Option<usize> {
-    let head = std::str::from_utf8(head).ok()?;
-    head.lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse().ok())
 }
 
 fn measure(args: &Args) -> Result<(), String> {

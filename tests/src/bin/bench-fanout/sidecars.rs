@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use boifi_policy::wire::{Filter, Mode, SidecarIdentity, StreamQuery, SIDECAR_HEADER};
 use boifi_policy::Workload;
+use boifi_tests::bench::{find, response_head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -479,7 +480,7 @@ impl Connection {
             }
             self.fill().await?;
         };
-        let parsed = parse_head(&self.pending()[..end]);
+        let parsed = response_head(&self.pending()[..end]);
         self.consume(end + 4);
         parsed.ok_or_else(|| std::io::Error::other("bad response head"))
     }
@@ -530,29 +531,6 @@ impl Connection {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// `HTTP/1.1 200 OK\r\n...`: the status and the `Content-Length`, if any.
-fn parse_head(head: &[u8]) -> Option<(u16, Option<usize>)> {
-    let mut lines = head.split(|&b| b == b'\n');
-    let status_line = lines.next()?;
-    let status = std::str::from_utf8(status_line.get(9..12)?)
-        .ok()?
-        .parse()
-        .ok()?;
-    let length = lines.find_map(|line| {
-        let colon = line.iter().position(|&b| b == b':')?;
-        let (name, value) = line.split_at(colon);
-        if !name.eq_ignore_ascii_case(b"content-length") {
-            return None;
-        }
-        std::str::from_utf8(&value[1..]).ok()?.trim().parse().ok()
-    });
-    Some((status, length))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,14 +546,6 @@ mod tests {
             Some(Answer::Unchanged(9))
         );
         assert_eq!(parse_poll_answer(b"{\"error\":\"x\"}"), None);
-        assert_eq!(
-            parse_head(b"HTTP/1.1 200 OK\r\ncontent-type: x\r\nContent-Length: 42"),
-            Some((200, Some(42)))
-        );
-        assert_eq!(
-            parse_head(b"HTTP/1.1 503 Service Unavailable"),
-            Some((503, None))
-        );
     }
 
     #[test]
