@@ -30,6 +30,14 @@ fn services() -> Services {
     )
 }
 
+/// Writes policy `name` for `demo/reviews` and waits until the broadcaster has it; its
+/// revision.
+fn put_reviews_policy(services: &Services, name: &str) -> u64 {
+    let revision = services.put(&policy(name, "reviews", 0));
+    services.wait_broadcaster_at(revision);
+    revision
+}
+
 fn identity(pod: &str, service: &str) -> String {
     json!({"pod": pod, "namespace": "demo", "workload": service, "labels": {"app": service}})
         .to_string()
@@ -89,8 +97,7 @@ fn metric(services: &Services, series: &str) -> Option<f64> {
 fn every_poll_updates_its_sidecar_and_the_table_forgets_it_after_the_ttl() {
     let services = services();
     let addr = services.broadcaster();
-    let revision = services.put(&policy("reviews-abort", "reviews", 0));
-    services.wait_broadcaster_at(revision);
+    let revision = put_reviews_policy(&services, "reviews-abort");
     let reviews = identity("reviews-0", "reviews");
     let headers = [
         (SIDECAR_HEADER, reviews.as_str()),
@@ -184,8 +191,7 @@ fn a_held_poll_ends_when_its_connection_closes() {
         None,
     );
     let addr = services.broadcaster();
-    let revision = services.put(&policy("reviews-abort", "reviews", 0));
-    services.wait_broadcaster_at(revision);
+    let revision = put_reviews_policy(&services, "reviews-abort");
     let reviews = identity("reviews-1", "reviews");
     let mut socket = TcpStream::connect(addr).expect("connect");
     write!(
@@ -226,8 +232,7 @@ fn a_held_poll_ends_when_its_connection_closes() {
 fn a_change_puts_the_sidecars_it_concerns_behind_until_they_poll() {
     let services = services();
     let addr = services.broadcaster();
-    let start = services.put(&policy("base", "reviews", 0));
-    services.wait_broadcaster_at(start);
+    let start = put_reviews_policy(&services, "base");
     let reviews = identity("reviews-0", "reviews");
     let ratings = identity("ratings-0", "ratings");
     // Both hold a poll at `start`, so the TTL does not forget them meanwhile.
@@ -300,8 +305,7 @@ fn a_change_puts_the_sidecars_it_concerns_behind_until_they_poll() {
 fn bad_report_headers_still_get_config_and_are_counted() {
     let services = services();
     let addr = services.broadcaster();
-    let revision = services.put(&policy("a", "reviews", 0));
-    services.wait_broadcaster_at(revision);
+    put_reviews_policy(&services, "a");
     let good = identity("reviews-0", "reviews");
     let oversized = identity(&"p".repeat(5000), "reviews");
     let cases: [&[(&str, &str)]; 5] = [
@@ -390,8 +394,7 @@ fn the_table_holds_as_many_sidecars_as_clients_and_makes_room_after_the_ttl() {
         None,
     );
     let addr = services.broadcaster();
-    let revision = services.put(&policy("a", "reviews", 0));
-    services.wait_broadcaster_at(revision);
+    let revision = put_reviews_policy(&services, "a");
     let reviews = identity("reviews-0", "reviews");
     let ratings = identity("ratings-0", "ratings");
     let ratings_poll = |wait_ms: u64| {

@@ -26,6 +26,19 @@ fn poll(namespace: &str, pod: &str, workload: &str, revision: Option<u64>) -> Po
     }
 }
 
+/// Sidecar `pod` of `demo/reviews` polls at `revision`; its handle.
+fn reviews_poll(
+    table: &mut Table,
+    pod: &str,
+    revision: Option<u64>,
+    at: Instant,
+    wall: SystemTime,
+) -> SidecarId {
+    table
+        .arrive(poll("demo", pod, "reviews", revision), at, wall)
+        .unwrap()
+}
+
 fn counts(abort: u64, delay: u64) -> FaultCounts {
     FaultCounts { abort, delay }
 }
@@ -57,9 +70,7 @@ fn a_sidecar_lives_while_it_polls_and_for_the_ttl_after() {
     let t0 = Instant::now();
     let wall = SystemTime::now();
     let mut table = Table::new(TTL, 100);
-    let key = table
-        .arrive(poll("demo", "reviews-0", "reviews", Some(3)), t0, wall)
-        .unwrap();
+    let key = reviews_poll(&mut table, "reviews-0", Some(3), t0, wall);
     // Held for an hour: still live.
     let t1 = t0 + Duration::from_secs(3600);
     assert_eq!(pods(&table, &everything(), t1), ["reviews-0"]);
@@ -92,12 +103,8 @@ fn a_sidecar_whose_poll_was_cut_off_goes_sooner() {
     let t0 = Instant::now();
     let wall = SystemTime::now();
     let mut table = Table::new(ttl, 100);
-    let gone = table
-        .arrive(poll("demo", "reviews-0", "reviews", Some(3)), t0, wall)
-        .unwrap();
-    let answered = table
-        .arrive(poll("demo", "reviews-1", "reviews", Some(3)), t0, wall)
-        .unwrap();
+    let gone = reviews_poll(&mut table, "reviews-0", Some(3), t0, wall);
+    let answered = reviews_poll(&mut table, "reviews-1", Some(3), t0, wall);
     table.leave(gone, t0, wall, Ended::CutOff);
     table.leave(answered, t0, wall, Ended::Answered);
     let just_before = t0 + CUT_OFF_TTL - Duration::from_millis(1);
@@ -108,13 +115,9 @@ fn a_sidecar_whose_poll_was_cut_off_goes_sooner() {
     assert_eq!(pods(&table, &everything(), t0 + CUT_OFF_TTL), ["reviews-1"]);
     assert_eq!(table.sweep(t0 + CUT_OFF_TTL), 1);
     // Back within the grace: polling again, and its next answered poll gets the full TTL.
-    let back = table
-        .arrive(poll("demo", "reviews-1", "reviews", Some(4)), t0, wall)
-        .unwrap();
+    let back = reviews_poll(&mut table, "reviews-1", Some(4), t0, wall);
     table.leave(back, t0, wall, Ended::CutOff);
-    table
-        .arrive(poll("demo", "reviews-1", "reviews", Some(4)), t0, wall)
-        .unwrap();
+    reviews_poll(&mut table, "reviews-1", Some(4), t0, wall);
     table.leave(back, t0, wall, Ended::Answered);
     assert_eq!(
         pods(&table, &everything(), t0 + ttl - Duration::from_millis(1)),
@@ -122,9 +125,7 @@ fn a_sidecar_whose_poll_was_cut_off_goes_sooner() {
     );
     // A TTL shorter than CUT_OFF_TTL bounds it too.
     let mut short = Table::new(Duration::from_secs(1), 10);
-    let key = short
-        .arrive(poll("demo", "reviews-2", "reviews", None), t0, wall)
-        .unwrap();
+    let key = reviews_poll(&mut short, "reviews-2", None, t0, wall);
     short.leave(key, t0, wall, Ended::CutOff);
     assert_eq!(short.sweep(t0 + Duration::from_secs(1)), 1);
 }

@@ -71,6 +71,11 @@ fn answer(vm: &mut Vm<FakeHost>, host: &FakeHost, status: Option<&str>, body: &[
     vm.on_poll_response(host.last_token(), body.len());
 }
 
+/// Answers the poll in flight with a snapshot of no policies at `revision`.
+fn answer_revision(vm: &mut Vm<FakeHost>, host: &FakeHost, revision: u64) {
+    answer(vm, host, Some("200"), &snapshot(revision, false, &[]));
+}
+
 /// Ticks at the current time and returns the polls sent.
 fn tick(vm: &mut Vm<FakeHost>, host: &FakeHost) -> Vec<String> {
     vm.on_tick();
@@ -272,12 +277,7 @@ fn vms_of_two_plugins_each_poll() {
         1,
         "not the first plugin's lease"
     );
-    answer(
-        &mut first,
-        &first_host,
-        Some("200"),
-        &snapshot(7, false, &[]),
-    );
+    answer_revision(&mut first, &first_host, 7);
     process.advance_ms(lease::SYNC_MS);
     tick(&mut second, &second_host);
     assert_eq!(
@@ -297,12 +297,7 @@ fn the_next_poll_waits_until_every_vm_applies_the_new_revision() {
     assert_eq!(tick(&mut leader, &leader_host).len(), 1);
     assert!(tick(&mut follower, &follower_host).is_empty());
 
-    answer(
-        &mut leader,
-        &leader_host,
-        Some("200"),
-        &snapshot(7, false, &[]),
-    );
+    answer_revision(&mut leader, &leader_host, 7);
     assert!(
         FakeHost::polls(&leader_host.calls()).is_empty(),
         "held: the follower still applies revision 0"
@@ -319,12 +314,7 @@ fn the_next_poll_waits_until_every_vm_applies_the_new_revision() {
     assert!(polls[0].contains("&revision=7&"), "{polls:?}");
 
     // An answer without a new revision (the poll's wait ran out) is followed by a poll at once.
-    answer(
-        &mut leader,
-        &leader_host,
-        Some("200"),
-        &snapshot(7, false, &[]),
-    );
+    answer_revision(&mut leader, &leader_host, 7);
     assert_eq!(FakeHost::polls(&leader_host.calls()).len(), 1);
 }
 
@@ -337,12 +327,7 @@ fn a_vm_that_does_not_catch_up_holds_the_poll_for_a_bounded_time() {
     let (mut follower, follower_host) = numbered_vm(&process, ROOT + 1);
     tick(&mut leader, &leader_host);
     tick(&mut follower, &follower_host);
-    answer(
-        &mut leader,
-        &leader_host,
-        Some("200"),
-        &snapshot(7, false, &[]),
-    );
+    answer_revision(&mut leader, &leader_host, 7);
     let mut waited = 0;
     while FakeHost::polls(&leader_host.calls()).is_empty() {
         assert!(waited < applied::MAX_HOLD_MS, "never polled again");
@@ -355,12 +340,7 @@ fn a_vm_that_does_not_catch_up_holds_the_poll_for_a_bounded_time() {
     // The follower is gone by the next change: no wait.
     process.advance_ms(applied::LIVE_MS);
     leader.on_tick();
-    answer(
-        &mut leader,
-        &leader_host,
-        Some("200"),
-        &snapshot(8, false, &[]),
-    );
+    answer_revision(&mut leader, &leader_host, 8);
     assert_eq!(FakeHost::polls(&leader_host.calls()).len(), 1);
 }
 
